@@ -1,0 +1,5 @@
+import sys
+
+from vlrank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+//! (module under construction; see docs/design.md for its owner and interface)
