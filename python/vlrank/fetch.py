@@ -55,6 +55,7 @@ _ALLOWED_MIME = frozenset(
     }
 )
 _SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL)
 
 
@@ -211,14 +212,24 @@ def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
             "pass a smaller (downscaled or recompressed) image",
             field=field,
         )
-    try:
-        raw = base64.b64decode(payload.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+    # b64decode(validate=True) alone still accepts surplus '=' after complete data (Python < 3.13), so the
+    # shape is checked first: standard alphabet only, padding only at the end, length a multiple of 4.
+    problem = None
+    if _B64.fullmatch(payload) is None:
+        problem = "characters outside A-Z a-z 0-9 + / or misplaced '=' padding"
+    elif len(payload) % 4:
+        problem = f"length {len(payload)} is not a multiple of 4 (missing or extra padding)"
+    else:
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
         raise InvalidInputError(
-            f"{field}: invalid base64 in data URL ({exc}); pass standard base64 (A-Z a-z 0-9 + /, '=' padding, "
-            "no whitespace)",
+            f"{field}: invalid base64 in data URL ({problem}); pass standard base64 (A-Z a-z 0-9 + /, '=' "
+            "padding, no whitespace)",
             field=field,
-        ) from exc
+        )
     if len(raw) > max_bytes:
         raise ImageTooLargeError(
             f"{field}: image is {len(raw)} bytes, over the {max_bytes}-byte cap; pass a smaller image", field=field
@@ -263,7 +274,8 @@ def _file_url_path(url: str, *, field: str) -> str:
 def _address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for name in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_reserved", "is_unspecified"):
+    # Most specific first: is_private also covers loopback, link-local and unspecified ranges.
+    for name in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_reserved", "is_private"):
         if getattr(ip, name):
             return name[3:].replace("_", "-")
     if not ip.is_global:  # e.g. 100.64.0.0/10 shared address space
