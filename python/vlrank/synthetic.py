@@ -217,6 +217,10 @@ def _mrope_section(head_dim: int) -> list[int]:
 def _finish(out_dir: Path, config: dict, w: _Weights, tokenizer_json: Path | None) -> Path:
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_safetensors_bf16(out_dir / "model.safetensors", w.tensors)
+    # As released: transformers' AutoTokenizer needs tokenizer_config.json beside tokenizer.json.
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": 262144, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "padding_side": "left", "tokenizer_class": "Qwen2Tokenizer"}, indent=1))
     target = out_dir / "tokenizer.json"
     if tokenizer_json is not None:
         target.write_bytes(Path(tokenizer_json).read_bytes())
