@@ -157,7 +157,7 @@ def _part(part: Any, *, field: str, side: _Side) -> None:
         side.image_refs.append((part["image"], f"{field}.image"))
     elif isinstance(kind, str) and kind in _UNSUPPORTED_PARTS:
         raise InvalidInputError(
-            f"{field}: {_UNSUPPORTED_PARTS[kind]}; pass text and image parts only", field=f"{field}.type"
+            f"{field}.type: {_UNSUPPORTED_PARTS[kind]}; pass text and image parts only", field=f"{field}.type"
         )
     else:
         raise InvalidInputError(
@@ -379,6 +379,7 @@ def _parse_messages(messages: Any) -> _Side:
 
 __all__ = [
     "DEFAULT_MAX_DOCUMENTS",
+    "FetchPolicy",
     "ImageSource",
     "ParsedInput",
     "parse_query",
