@@ -249,6 +249,10 @@ def test_data_url_png_and_jpeg() -> None:
     img = resolve_image(data_url(PNG), field="f", policy=FetchPolicy())
     assert img.data == PNG and img.format == "png"
     assert resolve_image(data_url(JPG, "image/jpeg"), field="f", policy=FetchPolicy()).format == "jpeg"
+    upper = "DATA:IMAGE/PNG;BASE64," + data_url(PNG).split(",", 1)[1]
+    assert resolve_image(upper, field="f", policy=FetchPolicy()).data == PNG
+    with_params = "data:image/png;name=a.png;base64," + data_url(PNG).split(",", 1)[1]
+    assert resolve_image(with_params, field="f", policy=FetchPolicy()).data == PNG
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,10 @@ class _SlowImage(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    hits: list[str] = []
+
     def do_GET(self) -> None:  # noqa: N802
+        _SlowImage.hits.append(self.path)
         time.sleep(0.3)
         body = PNG if self.path.startswith("/a") else GRAY
         self.send_response(200)
@@ -315,6 +318,18 @@ def test_any_composition_images_first_texts_in_order(parts: list[dict[str, Any]]
         assert p.echo == {"text": want_texts[0], "multi_modal": None}
     else:
         assert p.echo == {"text": None, "multi_modal": parts}
+
+
+def test_duplicate_urls_fetched_once(slow_server: str) -> None:
+    pol = FetchPolicy(allow_private_urls=True)
+    _SlowImage.hits.clear()
+    url = f"{slow_server}/a-shared"
+    docs = [{"content": [{"type": "image_url", "image_url": {"url": url}}]} for _ in range(5)]
+    docs.append({"content": [{"type": "image_url", "image_url": {"url": f"{slow_server}/b-other"}}]})
+    parsed = parse_documents(docs, policy=pol)
+    assert sorted(_SlowImage.hits) == ["/a-shared", "/b-other"]
+    assert [p.images[0].data for p in parsed] == [PNG] * 5 + [GRAY]
+    assert [p.images[0].origin for p in parsed] == [f"documents[{i}].content[0].image_url.url" for i in range(6)]
 
 
 def test_public_reexports() -> None:

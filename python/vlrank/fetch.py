@@ -56,7 +56,7 @@ _ALLOWED_MIME = frozenset(
 )
 _SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL)
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ otherwise ``{"text": None, "multi_modal": [the parts as given]}``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,10 +246,26 @@ def _resolve(sides: list[_Side], *, policy: FetchPolicy) -> list[ParsedInput]:
     remote = [i for i, (src, _) in enumerate(refs) if is_remote_url(src)]
     resolved: list[ImageSource | None] = [None] * len(refs)
     if len(remote) > 1:
+        # One fetch per distinct URL (a page image shared by many documents is downloaded once).
+        by_url: dict[str, Future[ImageSource]] = {}
+        remote_set = set(remote)
         with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL_FETCHES, len(remote))) as pool:
-            futures = {i: pool.submit(resolve_image, refs[i][0], field=refs[i][1], policy=policy) for i in remote}
-            for i, (src, fld) in enumerate(refs):
-                resolved[i] = futures[i].result() if i in futures else resolve_image(src, field=fld, policy=policy)
+            for i in remote:
+                src, fld = refs[i]
+                if src not in by_url:
+                    by_url[src] = pool.submit(resolve_image, src, field=fld, policy=policy)
+            try:
+                for i, (src, fld) in enumerate(refs):
+                    if i in remote_set:
+                        got = by_url[src].result()
+                        same = got.origin == fld
+                        resolved[i] = got if same else ImageSource(data=got.data, format=got.format, origin=fld)
+                    else:
+                        resolved[i] = resolve_image(src, field=fld, policy=policy)
+            except BaseException:
+                for fut in by_url.values():  # do not keep downloading for a request that already failed
+                    fut.cancel()
+                raise
     else:
         resolved = [resolve_image(src, field=fld, policy=policy) for src, fld in refs]
     out: list[ParsedInput] = []
