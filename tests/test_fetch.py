@@ -414,3 +414,48 @@ def test_policy_and_source_validation() -> None:
         ImageSource(data=PNG, array=np.zeros((1, 1), np.uint8))
     assert FetchPolicy(allowed_private_hosts=frozenset({"Img.Internal"})).allowed_private_hosts == {"img.internal"}
     assert ImageSource(data=PNG).payload == PNG
+
+
+# ---------------------------------------------------------------- https: pinned address, verified host name
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    import shutil
+    import ssl
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    assert openssl, "the https tests need the openssl command line tool to make a self-signed certificate"
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"), "-out",
+         str(d / "cert.pem"), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"https://localhost:{httpd.server_address[1]}", d / "cert.pem"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_https_untrusted_certificate_refused(tls_server: tuple[str, Path]) -> None:
+    url, _ = tls_server
+    _expect(ImageFetchError, "f", lambda: resolve_image(f"{url}/img.png", field="f", policy=PRIVATE_OK),
+            "certificate")
+
+
+def test_https_verifies_the_url_host_name(tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trust the test certificate the ordinary way (OpenSSL reads SSL_CERT_FILE for the default paths).
+    url, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    # connected to the pinned 127.0.0.1, verified as "localhost" (SNI + host name check)
+    assert resolve_image(f"{url}/img.png", field="f", policy=PRIVATE_OK).data == PNG
+    # same server by IP: the certificate does not name 127.0.0.1, so it must be refused
+    by_ip = url.replace("localhost", "127.0.0.1")
+    _expect(ImageFetchError, "f", lambda: resolve_image(f"{by_ip}/img.png", field="f", policy=PRIVATE_OK),
+            "certificate", "mismatch")
