@@ -215,6 +215,7 @@ def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
     # b64decode(validate=True) alone still accepts surplus '=' after complete data (Python < 3.13), so the
     # shape is checked first: standard alphabet only, padding only at the end, length a multiple of 4.
     problem = None
+    raw = b""
     if _B64.fullmatch(payload) is None:
         problem = "characters outside A-Z a-z 0-9 + / or misplaced '=' padding"
     elif len(payload) % 4:
@@ -333,7 +334,10 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
-def _connect(parts: urllib.parse.SplitResult, addrs: list[str], *, remaining: float, field: str, url: str):
+def _connect(
+    parts: urllib.parse.SplitResult, addrs: list[str], *, remaining: float, field: str, url: str
+) -> http.client.HTTPConnection:
+    """Connect to the first reachable checked address (never re-resolving the host name)."""
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     last: Exception | None = None
