@@ -224,6 +224,18 @@ def test_image_errors_name_the_field() -> None:
             "not allowed")
 
 
+def test_vllm_documents_content_form() -> None:
+    parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": URL}}]
+    d = parse_documents({"content": parts}, policy=POL)
+    assert [(x.texts, x.num_images) for x in d] == [(("a",), 0), ((), 1)]
+    assert d[0].echo == {"text": "a", "multi_modal": None}
+    assert d[1].echo == {"text": None, "multi_modal": [parts[1]]}
+    assert d[1].images[0].origin == "documents.content[1].image_url.url"
+    _expect(InvalidInputError, "documents.content", lambda: parse_documents({"content": []}, policy=POL), "empty")
+    _expect(InvalidInputError, "documents.content[0].type",
+            lambda: parse_documents({"content": [{"type": "nope"}]}, policy=POL), "unknown")
+
+
 def test_documents_container_errors() -> None:
     _expect(InvalidInputError, "documents", lambda: parse_documents([], policy=POL), "empty")
     _expect(InvalidInputError, "documents", lambda: parse_documents("abc", policy=POL), "list")

@@ -295,25 +295,47 @@ def parse_query(value: Any, *, policy: FetchPolicy | None = None) -> ParsedInput
     return _resolve([_parse_side(value, field="query")], policy=policy)[0]
 
 
+def _check_count(n: int, limit: int, *, field: str) -> None:
+    if n == 0:
+        raise InvalidInputError(f"{field}: the list is empty; pass at least one document", field=field)
+    if n > limit:
+        raise InvalidInputError(
+            f"{field}: {n} documents is over the limit of {limit}; split the request into smaller ones", field=field
+        )
+
+
+def _part_document(part: Any, *, field: str) -> _Side:
+    side = _Side(image_refs=[], texts=[], echo={})
+    _part(part, field=field, side=side)
+    if side.texts:
+        side.echo = {"text": side.texts[0], "multi_modal": None}
+    else:
+        side.echo = {"text": None, "multi_modal": [part]}
+    return side
+
+
 def parse_documents(
     values: Any, *, policy: FetchPolicy | None = None, max_documents: int = DEFAULT_MAX_DOCUMENTS
 ) -> list[ParsedInput]:
-    """Parse rerank documents: a non-empty list of sides, at most ``max_documents``; fields ``documents[i]...``."""
+    """Parse rerank documents: a non-empty list of sides, at most ``max_documents``; fields ``documents[i]...``.
+
+    vLLM's ``{"content": [part, ...]}`` (one document per part) is accepted too; fields
+    ``documents.content[i]...``.
+    """
     policy = _check_policy(policy)
+    if isinstance(values, Mapping) and set(values) == {"content"} and isinstance(values["content"], list | tuple):
+        # vLLM's score/rerank form: {"content": [part, ...]} is one document per part.
+        parts = values["content"]
+        _check_count(len(parts), max_documents, field="documents.content")
+        return _resolve([_part_document(p, field=f"documents.content[{i}]") for i, p in enumerate(parts)],
+                        policy=policy)
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
         raise InvalidInputError(
             f"documents: expected a list of documents, got {type(values).__name__}; pass a list such as "
             '["text", {"content": [...]}]',
             field="documents",
         )
-    if not values:
-        raise InvalidInputError("documents: the list is empty; pass at least one document", field="documents")
-    if len(values) > max_documents:
-        raise InvalidInputError(
-            f"documents: {len(values)} documents is over the limit of {max_documents}; split the request into "
-            "smaller ones",
-            field="documents",
-        )
+    _check_count(len(values), max_documents, field="documents")
     return _resolve([_parse_side(v, field=f"documents[{i}]") for i, v in enumerate(values)], policy=policy)
 
 
