@@ -39,3 +39,9 @@ from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, p
 
 __all__ += ["FetchPolicy", "ImageSource", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
 # --- end inputs ---
+
+# --- export (owner: export): checkpoint -> ONNX model directory, and the facade ---
+from vlrank.export import export  # noqa: E402
+
+__all__ += ["export"]
+# --- end export ---

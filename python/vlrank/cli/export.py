@@ -1,0 +1,38 @@
+"""``vlrank export SRC OUT [--task rerank|embed] [--dtype float32|float16|bfloat16]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a Hugging Face checkpoint (directory or hub id) to a vlrank model directory",
+        description="Build the ONNX graphs (no torch needed) + vlrank.json + tokenizer.json from a "
+        "Qwen3-Reranker, Qwen3-VL-Reranker or Qwen3-VL-Embedding checkpoint.",
+    )
+    p.add_argument("src", help="checkpoint directory or Hugging Face hub id (owner/name)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--task", choices=["rerank", "embed"], default=None,
+                   help="default: from the checkpoint name (-Reranker / -Embedding)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="weight storage in the ONNX files (compute is float32); default float32")
+    p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlrank.export import export
+    from vlrank.export.manifest import read_manifest
+
+    out = export(args.src, args.out, task=args.task, dtype=args.dtype, progress=not args.quiet, name=args.name)
+    m = read_manifest(out)
+    summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.data["dtype"],
+               "files": m.data["files"]}
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,198 @@
+"""``vlrank.export``: a Hugging Face checkpoint -> a vlrank model directory, without torch.
+
+The output directory holds ``vlrank.json`` (manifest.py), ``tokenizer.json``, ``decoder.onnx`` (+
+``decoder.onnx.data``) and, for Qwen3-VL, the vision graph files written by export/vision.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from vlrank.errors import InvalidInputError, ModelDirectoryError
+from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
+from vlrank.export.decoder import DECODER_FILE, build_decoder
+from vlrank.export.manifest import (
+    CONTEXT_LENGTH,
+    FORMAT,
+    MANIFEST,
+    MAX_LENGTH_DEFAULTS,
+    PROMPT_DEFAULTS,
+    special_token_ids,
+    write_manifest,
+)
+
+DTYPES = ("float32", "float16", "bfloat16")
+TASKS = ("rerank", "embed")
+
+__all__ = ["export", "resolve_checkpoint", "infer_task", "DTYPES", "TASKS"]
+
+
+def resolve_checkpoint(src: str | Path) -> Path:
+    """A local checkpoint directory, or a hub id downloaded with huggingface_hub."""
+    path = Path(src).expanduser()
+    if path.exists():
+        return path
+    text = str(src)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError as exc:  # pragma: no cover - declared dependency
+            raise ModelDirectoryError("downloading a hub id needs huggingface_hub: pip install huggingface_hub",
+                                      field="model") from exc
+        try:
+            return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many classes
+            raise ModelDirectoryError(f"could not download '{text}' from the Hugging Face hub: {exc}; "
+                                      "pass a local checkpoint directory instead", field="model") from exc
+    raise ModelDirectoryError(f"{src}: no such directory (nor a hub id of the form owner/name)", field="model")
+
+
+def infer_task(ckpt: Checkpoint, name: str, task: str | None) -> str:
+    """--task wins; Qwen3ForCausalLM is the text reranker; Qwen3-VL needs -Reranker/-Embedding in its name."""
+    if task is not None:
+        if task not in TASKS:
+            raise InvalidInputError(f"task={task!r}; pass task='rerank' or task='embed'", field="task")
+        if ckpt.family == "qwen3" and task != "rerank":
+            raise InvalidInputError("a Qwen3ForCausalLM checkpoint is a text reranker; pass task='rerank'",
+                                    field="task")
+        return task
+    if ckpt.family == "qwen3":
+        return "rerank"
+    lowered = name.lower()
+    if "reranker" in lowered:
+        return "rerank"
+    if "embedding" in lowered:
+        return "embed"
+    raise ModelDirectoryError(
+        f"cannot tell whether '{name}' is a reranker or an embedder (its name has neither '-Reranker' nor "
+        "'-Embedding'); pass task='rerank' or task='embed' (CLI: --task)",
+        field="task",
+    )
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal or forced)."""
+
+    def __init__(self, enabled: bool, label: str) -> None:
+        self.enabled = enabled
+        self.label = label
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} layers {time.monotonic() - self.start:5.1f}s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
+           progress: bool = True, name: str | None = None) -> Path:
+    """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
+
+    ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
+    ONNX files ("float32" | "float16" | "bfloat16"); compute is float32 either way.
+    """
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
+    root = resolve_checkpoint(src)
+    ckpt = open_checkpoint(root)
+    model_name = name or (str(src) if not Path(src).expanduser().exists() else ckpt.name)
+    task = infer_task(ckpt, model_name, task)
+    tokenizer = root / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise ModelDirectoryError(f"{root}: tokenizer.json is missing; download it with the checkpoint",
+                                  field="model")
+    special = special_token_ids(tokenizer)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vision_cfg = ckpt.vision_config or {}
+    deepstack = len(vision_cfg.get("deepstack_visual_indexes", [])) if ckpt.family == "qwen3_vl" else 0
+    image_pad = ckpt.config.get("image_token_id", special.get("image_pad"))
+    if ckpt.family == "qwen3_vl":
+        special["image_pad"] = int(image_pad)
+    bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
+    files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
+                          image_token_id=special.get("image_pad"), deepstack_layers=deepstack, progress=bar)
+    file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
+    if len(files) > 1:
+        file_map["decoder_data"] = files[1]
+    shutil.copyfile(tokenizer, out / "tokenizer.json")
+    if ckpt.family == "qwen3_vl":
+        file_map.update(_export_vision(ckpt, out, dtype))
+    t = ckpt.text
+    data = {
+        "format": FORMAT,
+        "vlrank_version": _version(),
+        "name": model_name,
+        "family": ckpt.family,
+        "task": task,
+        "dtype": dtype,
+        "architecture": ckpt.architecture,
+        "dims": {
+            "hidden_size": t.hidden_size,
+            "num_layers": t.num_layers,
+            "num_heads": t.num_heads,
+            "num_kv_heads": t.num_kv_heads,
+            "head_dim": t.head_dim,
+            "vocab_size": t.vocab_size,
+            "deepstack_layers": deepstack,
+        },
+        "special_tokens": special,
+        "prompt": PROMPT_DEFAULTS[(ckpt.family, task)],
+        "max_length": MAX_LENGTH_DEFAULTS[(ckpt.family, task)],
+        "context_length": CONTEXT_LENGTH,
+        "files": file_map,
+        "decoder": {
+            "inputs": ["input_ids", "attention_mask", "position_ids"]
+            + (["image_embeds", "deepstack_embeds"] if ckpt.family == "qwen3_vl" else []),
+            "output": {"embed": "embedding"}.get(task, "logit" if ckpt.family == "qwen3_vl" else "logits"),
+            "position_ids_rank": 3 if ckpt.family == "qwen3_vl" else 2,
+        },
+        "source": {"path": str(root.resolve()), "hash": checkpoint_hash(root)},
+    }
+    if ckpt.family == "qwen3_vl":
+        data["image"] = {
+            "patch_size": int(vision_cfg.get("patch_size", 16)),
+            "spatial_merge_size": int(vision_cfg.get("spatial_merge_size", 2)),
+            "temporal_patch_size": int(vision_cfg.get("temporal_patch_size", 2)),
+            "min_pixels": 4096,
+            "max_pixels": 1310720,
+        }
+    write_manifest(out, data)
+    ckpt.close()
+    return out
+
+
+def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
+    """Hook for export/vision.py (owned by the vision engineer): ``build_vision_graph(checkpoint,
+    out_dir, dtype) -> list[str]``; the first file is the graph, a second one its external data."""
+    try:
+        vision = importlib.import_module("vlrank.export.vision")
+    except ModuleNotFoundError as exc:
+        if exc.name == "vlrank.export.vision":
+            return {}
+        raise
+    files = vision.build_vision_graph(ckpt, out, dtype)
+    result = {"vision": files[0]} if files else {}
+    if len(files) > 1:
+        result["vision_data"] = files[1]
+    return result
+
+
+def _version() -> str:
+    from vlrank import __version__
+
+    return __version__
+
+
+# Keep MANIFEST importable from here for callers that only know the package.
+MANIFEST_FILE = MANIFEST

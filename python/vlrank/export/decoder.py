@@ -1,0 +1,244 @@
+"""The Qwen3 / Qwen3-VL text decoder as one ONNX graph, ending in the task head.
+
+Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 (the golden reference):
+- RMSNorm: variance = mean(x²) in f32, x · rsqrt(var + eps), then weight · x (weight multiplies last).
+- q/k-norm: the same RMSNorm per head over head_dim, before RoPE.
+- RoPE: inv_freq = 1 / θ^(2i/d) in float32 (bf16 inv_freq shifts scores ~1e-4), freqs = pos · inv_freq
+  in f32, emb = [freqs, freqs], x·cos + rotate_half(x)·sin. Qwen3-VL: interleaved M-RoPE — frequency j
+  takes its position from axis h when j ≡ 1 (mod 3) and j < 3·section[1], from w when j ≡ 2 (mod 3)
+  and j < 3·section[2], else from t (transformers' ``apply_interleaved_mrope``).
+- GQA: query head h reads kv head h // (heads / kv_heads); scores = (q·kᵀ)·head_dim^-½, softmax in f32.
+- Image features replace the ``<|image_pad|>`` embeddings (row-major order over the batch); DeepStack
+  features are added at those positions after decoder layers 0..K-1.
+- Only the last real token of each row reaches the final norm and the head (right padding, so it sits at
+  sum(attention_mask) − 1). Right padding never changes a real token: causality already hides the
+  padding behind it, and the padding keys are masked as well.
+
+Weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
+at session load, so compute (and scores) stay float32 on CPU, whose ORT kernels lack most fp16 ops. The
+token embedding table is the exception: it is gathered in its storage dtype and only the gathered rows
+are cast, so the 151,936-row table stays half size in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vlrank.export.checkpoint import Checkpoint, TextConfig
+from vlrank.export.graph import BOOL, FLOAT, INT64, STORAGE_TYPES, Graph
+
+# Large negative instead of -inf: a fully masked row (an all-padding row) then gives a uniform softmax
+# rather than NaN; a masked score still contributes exactly 0 after exp().
+_MASKED = -1e30
+
+DECODER_FILE = "decoder.onnx"
+
+
+def inv_freq(cfg: TextConfig) -> np.ndarray:
+    """Rotary inverse frequencies exactly as transformers computes them: float32 throughout."""
+    d = cfg.head_dim
+    exponents = np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / np.float32(d)
+    return (np.float32(1.0) / np.power(np.float32(cfg.rope_theta), exponents)).astype(np.float32)
+
+
+def mrope_axis_of_frequency(cfg: TextConfig) -> np.ndarray:
+    """For each of the head_dim/2 frequencies, the position axis (0=t, 1=h, 2=w) it reads."""
+    section = cfg.mrope_section or (cfg.head_dim // 2, 0, 0)
+    axis = np.zeros(cfg.head_dim // 2, dtype=np.int64)
+    for dim, offset in ((1, 1), (2, 2)):
+        axis[offset : section[dim] * 3 : 3] = dim
+    return axis
+
+
+class DecoderBuilder:
+    """Builds decoder.onnx for one checkpoint and task."""
+
+    def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
+                 image_token_id: int | None, deepstack_layers: int,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.ck = ckpt
+        self.cfg = ckpt.text
+        self.task = task
+        self.storage = dtype
+        self.yes_id = yes_id
+        self.no_id = no_id
+        self.image_token_id = image_token_id
+        self.deepstack_layers = deepstack_layers
+        self.progress = progress or (lambda done, total: None)
+        self.prefix = ckpt.text_prefix
+        self.g = Graph("vlrank_decoder")
+
+    # ---- weights -------------------------------------------------------------------------------------
+    def _w(self, name: str) -> str:
+        """A 1-D weight (norm scales): always float32 (tiny, and RMSNorm multiplies in f32)."""
+        return self.g.initializer(name, self.ck.tensor(self.prefix + name))
+
+    def _linear(self, name: str) -> str:
+        """Weight of a bias-free nn.Linear as (in, out) so the graph does x @ W."""
+        w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
+        return self.g.weight(name, np.ascontiguousarray(w.T), storage=self.storage)
+
+    # ---- blocks --------------------------------------------------------------------------------------
+    def rms_norm(self, x: str, weight: str) -> str:
+        g = self.g
+        var = g.reduce_mean(g.mul(x, x), [-1])
+        inv = g.reciprocal(g.sqrt(g.add(var, g.const(self.cfg.rms_norm_eps, np.float32))))
+        return g.mul(weight, g.mul(x, inv))
+
+    def rope(self, x: str, cos: str, sin: str) -> str:
+        g = self.g
+        half = self.cfg.head_dim // 2
+        x1, x2 = g.split(x, [half, half], axis=-1)
+        rotated = g.concat([g.neg(x2), x1], axis=-1)
+        return g.add(g.mul(x, cos), g.mul(rotated, sin))
+
+    def rotary_tables(self, position_ids: str) -> tuple[str, str]:
+        """cos, sin of shape (B, 1, L, head_dim), shared by every layer."""
+        g, cfg = self.g, self.cfg
+        freq = g.const(inv_freq(cfg), np.float32)
+        pos = g.unsqueeze(g.cast(position_ids, FLOAT), [-1])
+        freqs = g.mul(pos, freq)  # (B, L, d/2) or (3, B, L, d/2)
+        if self.ck.family == "qwen3_vl":
+            axis = mrope_axis_of_frequency(cfg)
+            onehot = (np.arange(3)[:, None] == axis[None, :]).astype(np.float32).reshape(3, 1, 1, -1)
+            # Selecting by a one-hot multiply and sum is exact: every other term is exactly 0.
+            freqs = g.reduce_sum(g.mul(freqs, g.const(onehot, np.float32)), [0], keepdims=0)
+        emb = g.concat([freqs, freqs], axis=-1)
+        return g.unsqueeze(g.cos(emb), [1]), g.unsqueeze(g.sin(emb), [1])
+
+    def attention_mask(self, attention_mask: str) -> str:
+        """(B, 1, groups·L, L) bool: causal AND key is real; rows tiled per query group (see attention)."""
+        g = self.g
+        seq = g.shape(attention_mask, 1, 2)  # [L]
+        ar = g.op("Range", [g.const(0), g.squeeze(seq, [0]), g.const(1)])
+        causal = g.op("GreaterOrEqual", [g.unsqueeze(ar, [1]), g.unsqueeze(ar, [0])])  # (L, L) q >= k
+        keys = g.cast(g.unsqueeze(attention_mask, [1, 2]), BOOL)  # (B, 1, 1, L)
+        mask = g.op("And", [g.unsqueeze(causal, [0, 1]), keys])  # (B, 1, L, L)
+        groups = self.cfg.num_heads // self.cfg.num_kv_heads
+        if groups > 1:
+            mask = g.op("Tile", [mask, g.const([1, 1, groups, 1])])
+        return mask
+
+    def layer(self, i: int, x: str, cos: str, sin: str, mask: str) -> str:
+        g, cfg = self.g, self.cfg
+        p = f"layers.{i}."
+        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        h = self.rms_norm(x, self._w(p + "input_layernorm.weight"))
+        q = g.reshape(g.matmul(h, self._linear(p + "self_attn.q_proj")), [0, 0, nh, hd])
+        k = g.reshape(g.matmul(h, self._linear(p + "self_attn.k_proj")), [0, 0, nkv, hd])
+        v = g.reshape(g.matmul(h, self._linear(p + "self_attn.v_proj")), [0, 0, nkv, hd])
+        q = g.transpose(self.rms_norm(q, self._w(p + "self_attn.q_norm.weight")), [0, 2, 1, 3])
+        k = g.transpose(self.rms_norm(k, self._w(p + "self_attn.k_norm.weight")), [0, 2, 1, 3])
+        v = g.transpose(v, [0, 2, 1, 3])  # (B, nkv, L, hd)
+        q = self.rope(q, cos, sin)  # (B, nh, L, hd)
+        k = self.rope(k, cos, sin)  # (B, nkv, L, hd)
+        # GQA without copying K/V: the g query heads of one kv head become g·L rows of one GEMM
+        # (head h = kv·g + j, as transformers' repeat_kv orders them).
+        q = g.reshape(q, [0, nkv, -1, hd])  # (B, nkv, g·L, hd)
+        scores = g.mul(g.matmul(q, g.transpose(k, [0, 1, 3, 2])), g.const(hd**-0.5, np.float32))
+        scores = g.where(mask, scores, g.const(_MASKED, np.float32))
+        ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g·L, hd)
+        ctx = g.reshape(g.transpose(g.reshape(ctx, [0, nh, -1, hd]), [0, 2, 1, 3]), [0, 0, nh * hd])
+        x = g.add(x, g.matmul(ctx, self._linear(p + "self_attn.o_proj")))
+        h = self.rms_norm(x, self._w(p + "post_attention_layernorm.weight"))
+        gate = g.matmul(h, self._linear(p + "mlp.gate_proj"))
+        up = g.matmul(h, self._linear(p + "mlp.up_proj"))
+        act = g.mul(g.mul(gate, g.sigmoid(gate)), up)
+        return g.add(x, g.matmul(act, self._linear(p + "mlp.down_proj")))
+
+    def embed_tokens(self, input_ids: str) -> str:
+        g = self.g
+        table = self.ck.tensor(self.prefix + "embed_tokens.weight", self.storage)
+        stored = g.initializer("embed_tokens", table, elem_type=STORAGE_TYPES[self.storage])
+        rows = g.gather(stored, input_ids)
+        return rows if self.storage == "float32" else g.cast(rows, FLOAT)
+
+    def head_rows(self, ids: list[int]) -> np.ndarray:
+        """The lm_head rows for ``ids`` as float32 (H, len(ids)); reads only those rows."""
+        name = "lm_head.weight"
+        if self.cfg.tie_word_embeddings or not self.ck.has(name):
+            if not self.cfg.tie_word_embeddings:
+                self.ck.info(name)  # raises: untied checkpoint without its lm_head
+            name = self.prefix + "embed_tokens.weight"
+        info = self.ck.info(name)
+        raw = np.asarray(self.ck.raw(name)[ids])
+        from vlrank.export.checkpoint import _widen
+
+        return np.ascontiguousarray(_widen(raw, info.dtype).T)
+
+    # ---- the whole graph --------------------------------------------------------------------------------
+    def build(self, out_dir: Path) -> list[str]:
+        g, cfg = self.g, self.cfg
+        vl = self.ck.family == "qwen3_vl"
+        H = cfg.hidden_size
+        g.set_external_data(out_dir / (DECODER_FILE + ".data"))
+        try:
+            input_ids = g.input("input_ids", INT64, ["batch", "seq"])
+            attention_mask = g.input("attention_mask", INT64, ["batch", "seq"])
+            position_ids = g.input("position_ids", INT64, [3, "batch", "seq"] if vl else ["batch", "seq"])
+            x = self.embed_tokens(input_ids)
+            image_index = image_mask = None
+            if vl:
+                image_embeds = g.input("image_embeds", FLOAT, ["image_tokens", H])
+                deepstack = g.input("deepstack_embeds", FLOAT, [self.deepstack_layers, "image_tokens", H])
+                image_mask = g.op("Equal", [input_ids, g.const(self.image_token_id)])  # (B, L)
+                flat = g.cast(g.reshape(image_mask, [-1]), INT64)
+                # k-th image token (row-major) takes image row k; clamp so M == 0 still indexes a row.
+                image_index = g.op("Max", [g.sub(g.op("CumSum", [flat, g.const(0)]), g.const(1)), g.const(0)])
+                image_mask = g.unsqueeze(image_mask, [-1])  # (B, L, 1)
+                x = g.where(image_mask, self._image_rows(image_embeds, image_index, input_ids), x)
+            cos, sin = self.rotary_tables(position_ids)
+            mask = self.attention_mask(attention_mask)
+            total = cfg.num_layers
+            for i in range(total):
+                x = self.layer(i, x, cos, sin, mask)
+                if vl and i < self.deepstack_layers:
+                    ds = g.gather(deepstack, g.const(i), axis=0)  # (M, H)
+                    rows = self._image_rows(ds, image_index, input_ids)
+                    x = g.add(x, g.where(image_mask, rows, g.const(0.0, np.float32)))
+                self.progress(i + 1, total)
+            # Last real token of each row (right padding): index sum(mask) - 1.
+            last = g.sub(g.reduce_sum(attention_mask, [1], keepdims=1), g.const(1))  # (B, 1)
+            h_last = g.op("GatherND", [x, last], batch_dims=1)  # (B, H)
+            h_last = self.rms_norm(h_last, self._w("norm.weight"))
+            self._head(h_last, vl)
+            return g.save(out_dir / DECODER_FILE)
+        except BaseException:
+            g.abort()
+            raise
+
+    def _image_rows(self, features: str, index: str, input_ids: str) -> str:
+        """Scatter (M, H) features to (B, L, H): row k of ``features`` lands on the k-th image token."""
+        g = self.g
+        padded = g.concat([features, g.const(np.zeros((1, self.cfg.hidden_size)), np.float32)], axis=0)
+        rows = g.gather(padded, index)  # (B·L, H)
+        shape = g.concat([g.shape(input_ids), g.const([self.cfg.hidden_size])], axis=0)
+        return g.reshape(rows, shape)
+
+    def _head(self, h_last: str, vl: bool) -> None:
+        g, H = self.g, self.cfg.hidden_size
+        if self.task == "embed":
+            norm = g.sqrt(g.reduce_sum(g.mul(h_last, h_last), [-1]))
+            out = g.div(h_last, g.op("Max", [norm, g.const(1e-12, np.float32)]))
+            g.output(out, "embedding", FLOAT, ["batch", H])
+        elif vl:
+            rows = self.head_rows([self.yes_id, self.no_id])  # (H, 2)
+            w = (rows[:, 0] - rows[:, 1]).reshape(H, 1).astype(np.float32)
+            logit = g.squeeze(g.matmul(h_last, g.initializer("score_weight", w)), [1])
+            g.output(logit, "logit", FLOAT, ["batch"])
+        else:
+            w = self.head_rows([self.no_id, self.yes_id])  # columns [no, yes]
+            logits = g.matmul(h_last, g.initializer("score_weight", w))
+            g.output(logits, "logits", FLOAT, ["batch", 2])
+
+
+def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
+                  image_token_id: int | None = None, deepstack_layers: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names."""
+    builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
+                             image_token_id=image_token_id, deepstack_layers=deepstack_layers, progress=progress)
+    return builder.build(Path(out_dir))
