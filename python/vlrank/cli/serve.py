@@ -1,0 +1,95 @@
+"""``vlrank serve``: the IONOS / OpenAI-compatible HTTP API over exported models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr --task rerank
+  vlrank serve --model reranker=out/rr
+  vlrank serve --model reranker=out/rr --model embedder=out/emb --host 0.0.0.0 --port 8080
+  VLRANK_API_KEY=secret vlrank serve --model reranker=out/rr --max-queue 64 --max-documents 500
+
+  curl -s localhost:8000/v1/rerank -H 'Authorization: Bearer secret' -H 'Content-Type: application/json' \\
+    -d '{"model": "reranker", "query": "capital of France?", "documents": ["Paris", "Berlin"], "top_n": 1}'
+
+routes: POST /v1/rerank, POST /v1/embeddings, GET /v1/models, GET /health (503 until warm),
+        GET /metrics (Prometheus), GET /openapi.json, GET /docs
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve exported models over HTTP (rerank + embeddings, batching across requests)",
+        description="Serve exported vlrank models with an IONOS / OpenAI-compatible HTTP API. Each model's "
+        "kind (reranker or embedder) comes from its vlrank.json. Concurrent requests to one model are packed "
+        "into shared model batches. file:// URLs and local paths in requests are always refused; http(s) "
+        "image URLs to private addresses only with --allow-private-urls.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", dest="models",
+                        help="serve the exported model directory PATH under the id NAME (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 = any free port)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' on /v1/* (default: $VLRANK_API_KEY; none = open)")
+    parser.add_argument("--max-queue", type=int, default=256, metavar="N",
+                        help="requests waiting per model before answering 429 (default 256)")
+    parser.add_argument("--max-documents", type=int, default=1000, metavar="N",
+                        help="documents per rerank / inputs per embeddings request (default 1000; more -> 413)")
+    parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
+                        help="largest request body (default 64 MiB; more -> 413)")
+    parser.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N",
+                        help="estimated token budget of one cross-request model batch (default 16384)")
+    parser.add_argument("--allow-private-urls", action="store_true",
+                        help="let http(s) image URLs point at private / loopback addresses")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(func=run)
+
+
+def parse_model_args(values: list[str]) -> dict[str, Path]:
+    """["name=path", ...] -> {name: Path}; typed errors for a missing '=', empty parts or duplicates."""
+    from vlrank.errors import InvalidInputError
+
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise InvalidInputError(f"--model {value!r}: expected NAME=PATH, e.g. --model reranker=out/rr",
+                                    field="--model")
+        if name in out:
+            raise InvalidInputError(f"--model: id {name!r} is given twice; use a distinct NAME per model",
+                                    field="--model")
+        out[name] = Path(path).expanduser()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vlrank.fetch import FetchPolicy
+    from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServerSettings(
+        api_key=args.api_key or api_key_from_env(),
+        max_queue=args.max_queue,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_tokens=args.max_batch_tokens,
+        allow_private_urls=args.allow_private_urls,
+    )
+    policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
+    # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
+    specs = {name: spec_from_path(name, path, policy=policy) for name, path in parse_model_args(args.models).items()}
+    app = create_app(specs, settings=settings)
+    if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("vlrank serve: warning: no API key and listening beyond localhost", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0

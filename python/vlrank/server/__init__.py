@@ -1,0 +1,30 @@
+"""vlrank's HTTP server (IONOS / OpenAI-compatible rerank and embeddings) with batching across requests.
+
+    from vlrank.server import create_app, ServerSettings
+    app = create_app({"reranker": vlrank.Reranker("out/rr", name="reranker")},
+                     settings=ServerSettings(api_key="secret"))
+    # uvicorn.run(app, host="127.0.0.1", port=8000)   or: vlrank serve --model reranker=out/rr
+"""
+
+from __future__ import annotations
+
+from .app import ServerState, create_app
+from .models import ModelSpec, ServedModel, kind_of, manifest_task, spec_from_path
+from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from .settings import API_KEY_ENV, ServerSettings, api_key_from_env
+
+__all__ = [
+    "create_app",
+    "ServerSettings",
+    "ServerState",
+    "ModelSpec",
+    "ServedModel",
+    "BatchScheduler",
+    "QueueFullError",
+    "SchedulerClosedError",
+    "kind_of",
+    "manifest_task",
+    "spec_from_path",
+    "API_KEY_ENV",
+    "api_key_from_env",
+]

@@ -1,0 +1,297 @@
+"""The FastAPI application: routes, auth, limits, metrics, and the model lifecycle.
+
+``create_app(models, settings=...)`` takes facade objects (``vlrank.Reranker`` / ``vlrank.Embedder``)
+or ``ModelSpec`` loaders keyed by the id clients use in ``"model"``. The server listens at once; models
+load and warm up in the background and /health answers 503 until all are ready (load balancers then
+only route to warm replicas). On shutdown uvicorn stops accepting connections and waits for in-flight
+requests; the lifespan then closes every scheduler and lets it drain what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vlrank.errors import VlrankError
+from vlrank.fetch import FetchPolicy
+
+from .engines import EMBED, RERANK, EmbedEngine, Prepared, RerankEngine, is_warmup_refusal
+from .errors import ApiError, from_vlrank_error, install_handlers, internal_error
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .models import ModelSpec, ServedModel, kind_of
+from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from .schemas import ERROR_RESPONSES, EmbeddingRequest, ErrorResponse, ModelList, RerankRequest
+from .settings import ServerSettings
+
+log = logging.getLogger("vlrank.server")
+
+LOADING, READY, FAILED, STOPPING = "loading", "ok", "failed", "shutting_down"
+
+
+class ServerState:
+    """Everything the routes share: settings, metrics, served models, readiness."""
+
+    def __init__(self, specs: Mapping[str, Any], settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.specs = dict(specs)
+        self.models: dict[str, ServedModel] = {}
+        self.status = LOADING
+        self.failure: str | None = None
+        self.policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def load_all(self) -> None:
+        """Load (in threads) and warm up every model; READY when all are, FAILED on the first error."""
+        try:
+            for name, spec in self.specs.items():
+                model = spec
+                if isinstance(spec, ModelSpec):
+                    log.info("loading model %r", name)
+                    model = await asyncio.to_thread(spec.loader)
+                served = self._serve(name, model)
+                self.models[name] = served
+                if self.settings.warmup:
+                    await self._warm_up(served)
+                log.info("model %r ready (%s)", name, served.kind)
+            if self.status == LOADING:
+                self.status = READY
+                self.metrics.ready.set(1)
+        except Exception as exc:  # noqa: BLE001 - reported by /health and the log, not raised into uvicorn
+            log.exception("loading the models failed")
+            self.status = FAILED
+            self.failure = f"{type(exc).__name__}: {exc}"
+
+    def _serve(self, name: str, model: Any) -> ServedModel:
+        kind = kind_of(model)
+        engine_cls = RerankEngine if kind == RERANK else EmbedEngine
+        engine = engine_cls(name, model, policy=self.policy, max_documents=self.settings.max_documents)
+        m = self.metrics
+        scheduler = BatchScheduler(
+            name,
+            engine.run_batch,
+            max_queue=self.settings.max_queue,
+            max_batch_cost=self.settings.max_batch_tokens,
+            max_batch_jobs=self.settings.max_batch_requests,
+            on_batch=lambda jobs, items, secs: (m.batch_requests.labels(name).observe(jobs),
+                                                m.batch_items.labels(name).observe(items),
+                                                m.batch_seconds.labels(name).observe(secs)),
+            on_depth=lambda depth: m.queue_depth.labels(name).set(depth),
+        )
+        scheduler.start()
+        return ServedModel(name=name, kind=kind, engine=engine, scheduler=scheduler)
+
+    async def _warm_up(self, served: ServedModel) -> None:
+        for payload in served.engine.warmup_payloads():
+            job = served.scheduler.submit(payload, cost=1)
+            try:
+                await job.future
+            except Exception as exc:
+                if not is_warmup_refusal(exc):
+                    raise
+
+    async def drain(self) -> None:
+        self.status = STOPPING
+        self.metrics.ready.set(0)
+        for served in self.models.values():
+            served.scheduler.close()
+        for served in self.models.values():
+            await asyncio.to_thread(served.scheduler.join)
+
+    # ---- request helpers -------------------------------------------------------------------------
+    def retry_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.settings.retry_after_s)}
+
+    def model(self, name: str, kind: str) -> ServedModel:
+        if self.status != READY:
+            if name in self.specs and self.status in (LOADING, STOPPING):
+                what = "is still loading" if self.status == LOADING else "is shutting down"
+                raise ApiError(503, f"model {name!r} {what}; retry shortly", code="model_not_ready",
+                               headers=self.retry_headers())
+            if self.status == FAILED:
+                raise ApiError(503, "the server failed to load its models; see the server log",
+                               code="model_load_failed", headers=self.retry_headers())
+        served = self.models.get(name)
+        if served is None:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise ApiError(404, f"model {name!r} is not served here (served: {known}); see GET /v1/models",
+                           param="model", code="model_not_found")
+        if served.kind != kind:
+            route = "/v1/rerank" if served.kind == RERANK else "/v1/embeddings"
+            raise ApiError(400, f"model {name!r} is a {served.kind} model; send it to {route}",
+                           param="model", code="model_not_supported")
+        return served
+
+    async def prepare(self, served: ServedModel, **kwargs: Any) -> Prepared:
+        try:
+            return await run_in_threadpool(lambda: served.engine.prepare(**kwargs))
+        except VlrankError as exc:
+            raise from_vlrank_error(exc) from exc
+
+    async def execute(self, served: ServedModel, prepared: Prepared, request: Request) -> Any:
+        """Queue the request on the model's scheduler and wait for its result or the client leaving."""
+        try:
+            job = served.scheduler.submit(prepared.payload, cost=prepared.cost, items=prepared.items)
+        except QueueFullError as exc:
+            self.metrics.rejected.labels(served.name).inc()
+            raise ApiError(429, f"{exc}; retry after {self.settings.retry_after_s} s", code="queue_full",
+                           headers=self.retry_headers()) from exc
+        except SchedulerClosedError as exc:
+            raise ApiError(503, f"{exc}; retry on another replica", code="shutting_down",
+                           headers=self.retry_headers()) from exc
+        gone = asyncio.ensure_future(_client_gone(request))
+        try:
+            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self._abandon(served, job)
+            raise
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            self._abandon(served, job)
+            raise _ClientGone()
+        exc = job.future.exception()
+        if exc is not None:
+            if isinstance(exc, VlrankError):
+                raise from_vlrank_error(exc) from exc
+            raise internal_error(exc) from exc
+        result = job.future.result()
+        usage = result.get("usage") if isinstance(result, dict) else None
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            self.metrics.tokens.labels(served.name).inc(usage["prompt_tokens"])
+        return result
+
+    def _abandon(self, served: ServedModel, job: Any) -> None:
+        if served.scheduler.cancel(job):
+            self.metrics.cancelled.labels(served.name).inc()
+        else:  # already running: its result arrives later and nobody reads it
+            job.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the body has been read, so receive() only reports that)."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
+        await asyncio.sleep(0.01)  # defensive: never spin if a server re-delivers an empty body message
+
+
+def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = None) -> FastAPI:
+    """The HTTP app serving ``models`` (id -> facade object or ``ModelSpec``) under ``settings``."""
+    settings = settings or ServerSettings()
+    if not models:
+        raise ValueError("models: serve at least one model (id -> vlrank.Reranker / vlrank.Embedder / ModelSpec)")
+    state = ServerState(models, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(state.load_all())
+        try:
+            yield
+        finally:
+            if not loader.done():
+                loader.cancel()
+                await asyncio.gather(loader, return_exceptions=True)
+            await state.drain()
+
+    from vlrank import __version__
+
+    app = FastAPI(
+        title="vlrank",
+        version=__version__,
+        description="Rerank and embed text and images with Qwen3 retrieval models (IONOS / OpenAI-compatible).",
+        lifespan=lifespan,
+    )
+    app.state.vlrank = state
+    install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key / VLRANK_API_KEY)")
+
+    def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        expected = settings.api_key
+        if expected is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not given or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+            raise ApiError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(require_key)]
+
+    @app.get("/health", summary="readiness: 200 once every model is loaded and warmed, else 503",
+             responses={503: {"description": "loading, failed, or shutting down"}})
+    async def health() -> JSONResponse:
+        body: dict[str, Any] = {"status": state.status, "models": sorted(state.models)}
+        if state.failure:
+            body["error"] = state.failure
+        if state.status == READY:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers=state.retry_headers())
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @app.get("/v1/models", summary="the served models", dependencies=auth, response_model=ModelList,
+             responses={401: ERROR_RESPONSES[401]})
+    async def list_models() -> dict[str, Any]:
+        data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": "vlrank",
+                 "type": "rerank" if m.kind == RERANK else "embedding"} for m in state.models.values()]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/rerank", summary="score documents against a query (IONOS rerank)", dependencies=auth,
+              responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
+    async def rerank(body: RerankRequest, request: Request) -> Response:
+        served = state.model(body.model, RERANK)
+        if len(body.documents) > settings.max_documents:
+            raise ApiError(413, f"documents: {len(body.documents)} documents is over this server's limit of "
+                                f"{settings.max_documents}; split the request", param="documents",
+                           code="too_many_documents")
+        prepared = await state.prepare(served, query=body.query, documents=body.documents, top_n=body.top_n,
+                                       instruction=body.instruction, return_documents=body.return_documents)
+        return await _answer(state, served, prepared, request)
+
+    @app.post("/v1/embeddings", summary="embed texts and images (OpenAI / IONOS embeddings)",
+              dependencies=auth,
+              responses={200: {"description": "one embedding per input, in input order"}, **ERROR_RESPONSES})
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        served = state.model(body.model, EMBED)
+        if isinstance(body.input, list) and len(body.input) > settings.max_documents:
+            raise ApiError(413, f"input: {len(body.input)} inputs is over this server's limit of "
+                                f"{settings.max_documents}; split the request", param="input",
+                           code="too_many_inputs")
+        prepared = await state.prepare(served, input=body.input, messages=body.messages,
+                                       instruction=body.instruction, dimensions=body.dimensions,
+                                       encoding_format=body.encoding_format)
+        return await _answer(state, served, prepared, request)
+
+    _ = ErrorResponse  # documented through ERROR_RESPONSES
+    return app
+
+
+async def _answer(state: ServerState, served: ServedModel, prepared: Prepared, request: Request) -> Response:
+    t0 = time.perf_counter()
+    try:
+        result = await state.execute(served, prepared, request)
+    except _ClientGone:
+        log.info("client left before model %r answered (%.3f s)", served.name, time.perf_counter() - t0)
+        return Response(status_code=499)
+    return JSONResponse(result)

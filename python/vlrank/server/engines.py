@@ -1,0 +1,198 @@
+"""Adapters between HTTP requests and one facade object (``vlrank.Reranker`` / ``vlrank.Embedder``).
+
+``prepare()`` runs in a request thread: it validates the request under the *server's* fetch policy
+(``file://`` and plain paths refused, private addresses refused unless allowed) with ``vlrank.inputs``,
+which names the exact JSON path of a fault, and estimates the request's token cost for the scheduler.
+``run_batch()`` runs on the model's worker thread. With a facade that offers ``rerank_many`` /
+``embed_many`` (docs/design.md, "Server hooks") a whole scheduler batch is one model plan; otherwise the
+requests of the batch run one after another through the plain public ``rerank()`` / ``embed()``, which
+keeps results identical to one-by-one calls by construction.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlrank.errors import InvalidInputError, VlrankError
+from vlrank.fetch import FetchPolicy
+from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query
+
+RERANK, EMBED = "rerank", "embed"
+
+# Cost estimate in tokens: Qwen's BPE averages ~4 UTF-8 bytes per token on English and fewer on other
+# scripts; 3 keeps the estimate on the safe (larger) side. Images cost their real token count when the
+# native probe is available, else a typical screenshot-sized guess.
+_BYTES_PER_TOKEN = 3
+_PAIR_OVERHEAD = 48  # system prompt + template tokens around a rerank pair / embedding input
+_IMAGE_GUESS = 256
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: keyword arguments for the facade, estimated tokens, documents/inputs count."""
+
+    payload: dict[str, Any]
+    cost: int
+    items: int
+
+
+def _text_tokens(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass")) // _BYTES_PER_TOKEN + 1
+
+
+def _image_tokens(image: Any) -> int:
+    counter = _native_image_counter()
+    if counter is not None and getattr(image, "data", None) is not None:
+        try:
+            return int(counter(image.data))
+        except Exception:  # noqa: BLE001 - only an estimate; the facade reports real errors later
+            return _IMAGE_GUESS
+    array = getattr(image, "array", None)
+    if array is not None and getattr(array, "ndim", 0) >= 2:
+        return max(1, int(array.shape[0]) * int(array.shape[1]) // 1024)
+    return _IMAGE_GUESS
+
+
+def _native_image_counter() -> Any:
+    import vlrank
+
+    return getattr(vlrank, "count_image_tokens", None)
+
+
+def _side_tokens(side: ParsedInput) -> int:
+    return sum(_text_tokens(t) for t in side.texts) + sum(_image_tokens(i) for i in side.images)
+
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class RerankEngine:
+    """One served reranker."""
+
+    kind = RERANK
+
+    def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int) -> None:
+        self.name = name
+        self.model = model
+        self.policy = policy
+        self.max_documents = max_documents
+        self._many = getattr(model, "rerank_many", None)
+
+    def prepare(self, *, query: Any, documents: Any, top_n: int | None, instruction: str | None,
+                return_documents: bool) -> Prepared:
+        parsed_query = parse_query(query, policy=self.policy)
+        parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
+        q = _side_tokens(parsed_query) + (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
+        cost = sum(q + _side_tokens(d) for d in parsed_docs)
+        payload = {"query": query, "documents": documents, "top_n": top_n, "instruction": instruction,
+                   "return_documents": return_documents}
+        return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
+
+    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
+        if self._many is not None and len(payloads) > 1:
+            return [self._named(r) for r in self._many(list(payloads))]
+        return [self._one(p) for p in payloads]
+
+    def _one(self, payload: dict[str, Any]) -> Any:
+        try:
+            return self._named(self.model.rerank(**payload))
+        except Exception as exc:  # noqa: BLE001 - returned to that request only, not the whole batch
+            return exc
+
+    def _named(self, result: Any) -> Any:
+        if isinstance(result, dict):
+            result["model"] = self.name
+        return result
+
+    def warmup_payloads(self) -> list[dict[str, Any]]:
+        image_doc = {"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}
+        return [
+            {"query": "warm up", "documents": ["warm up"], "top_n": None, "instruction": None,
+             "return_documents": False},
+            {"query": "warm up", "documents": [image_doc], "top_n": None, "instruction": None,
+             "return_documents": False},
+        ]
+
+
+class EmbedEngine:
+    """One served embedding model."""
+
+    kind = EMBED
+
+    def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int) -> None:
+        self.name = name
+        self.model = model
+        self.policy = policy
+        self.max_documents = max_documents
+        self._many = getattr(model, "embed_many", None)
+        self._messages_kw = _accepts(model.embed, "messages")
+
+    def prepare(self, *, input: Any, messages: Any, instruction: str | None,  # noqa: A002
+                dimensions: int | None, encoding_format: str) -> Prepared:
+        parsed = parse_embedding_input(input=input, messages=messages, policy=self.policy,
+                                       max_inputs=self.max_documents)
+        extra = (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
+        cost = sum(_side_tokens(p) + extra for p in parsed)
+        payload: dict[str, Any] = {"instruction": instruction, "dimensions": dimensions,
+                                   "encoding_format": encoding_format}
+        if messages is not None:
+            if not self._messages_kw:
+                raise InvalidInputError("messages: this model takes input= only; pass the content as input",
+                                        field="messages")
+            payload["messages"] = messages
+        else:
+            payload["input"] = input
+        return Prepared(payload=payload, cost=cost, items=len(parsed))
+
+    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
+        if self._many is not None and len(payloads) > 1:
+            return [self._named(r) for r in self._many(list(payloads))]
+        return [self._one(p) for p in payloads]
+
+    def _one(self, payload: dict[str, Any]) -> Any:
+        try:
+            return self._named(self.model.embed(**payload))
+        except Exception as exc:  # noqa: BLE001
+            return exc
+
+    def _named(self, result: Any) -> Any:
+        if isinstance(result, dict):
+            result["model"] = self.name
+        return result
+
+    def warmup_payloads(self) -> list[dict[str, Any]]:
+        return [
+            {"input": "warm up", "instruction": None, "dimensions": None, "encoding_format": "float"},
+            {"input": [{"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}],
+             "instruction": None, "dimensions": None, "encoding_format": "float"},
+        ]
+
+
+def is_warmup_refusal(exc: BaseException) -> bool:
+    """A text-only model refusing the warm-up image is expected, not a failure."""
+    return isinstance(exc, VlrankError) and isinstance(exc, InvalidInputError)
+
+
+def _png(width: int, height: int) -> bytes:
+    """A small grey RGB PNG, written by hand so warm-up needs no imaging library."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes([(x * 7 + y * 3) % 256 for x in range(width) for _ in range(3)])
+                   for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+_WARMUP_PNG_URL = "data:image/png;base64," + base64.b64encode(_png(64, 64)).decode()

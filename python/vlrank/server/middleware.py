@@ -1,0 +1,99 @@
+"""Pure ASGI middleware: request body cap and request metrics (no BaseHTTPMiddleware: it buffers and
+breaks disconnect detection)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+
+class BodyTooLargeError(HTTPException):
+    """Raised from inside the body read (chunked uploads); FastAPI re-raises HTTPExceptions as they are."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over this server's limit of {limit} bytes; send less "
+                              "(e.g. fewer documents, smaller or remote images)")
+
+
+def _too_large_body(limit: int) -> bytes:
+    return json.dumps({"error": {
+        "message": f"the request body is over this server's limit of {limit} bytes; send less (e.g. fewer "
+                   "documents, smaller or remote images)",
+        "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_body_bytes``: at once from Content-Length, else while it streams in."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await _send_json(send, 413, _too_large_body(self.limit))
+                    return
+        seen = 0
+        limit = self.limit
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLargeError(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts answers by route template / method / status and observes latency per route."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+        t0 = time.perf_counter()
+
+        async def observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            route: Any = scope.get("route")
+            # The route *template*, never the raw path: fuzzers and scanners must not grow the label set.
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, scope.get("method", ""), str(status["code"])).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
