@@ -12,7 +12,9 @@ One *side* (a rerank query, one rerank document, one embedding input) may be giv
 
 Image sources are resolved by ``vlrank.fetch.resolve_image`` under a ``FetchPolicy``; remote URLs of one call
 are fetched concurrently. Empty strings are valid texts (the reference scores ``""`` as a document, see
-golden text_rerank.json), but a side with no part at all is refused: the caller almost certainly lost data.
+golden text_rerank.json) and are NOT the empty side: the empty side (no image, no text; the prompt says
+``NULL``, golden vl_embed has one) is spelled ``{"content": []}``. A ``ParsedInput`` given anywhere a side is
+expected passes through untouched, so a caller (the server) can parse and fetch once, under its own policy.
 
 ``ParsedInput.echo`` is the IONOS result document: ``{"text": str, "multi_modal": None}`` for a single text,
 otherwise ``{"text": None, "multi_modal": [the parts as given]}``.
@@ -75,6 +77,7 @@ class _Side:
     image_refs: list[tuple[Any, str]]
     texts: list[str]
     echo: dict[str, Any]
+    parsed: ParsedInput | None = None  # already parsed by the caller: passed through untouched
 
 
 def _text(value: Any, *, field: str) -> str:
@@ -175,11 +178,7 @@ def _parse_content(content: Any, *, field: str, side: _Side) -> None:
         raise InvalidInputError(
             f"{field}: expected a list of content parts, got {type(content).__name__}; {_WHAT_SIDE}", field=field
         )
-    if not content:
-        raise InvalidInputError(
-            f'{field}: content is empty; pass at least one part (an empty text is {{"type": "text", "text": ""}})',
-            field=field,
-        )
+    # An empty list is the empty side (the prompt says NULL; golden vl_embed has one), unlike an empty text.
     for i, part in enumerate(content):
         _part(part, field=f"{field}[{i}]", side=side)
     if not side.image_refs and len(side.texts) == 1:
@@ -190,6 +189,9 @@ def _parse_content(content: Any, *, field: str, side: _Side) -> None:
 
 def _parse_side(value: Any, *, field: str) -> _Side:
     side = _Side(image_refs=[], texts=[], echo={})
+    if isinstance(value, ParsedInput):
+        side.parsed = value
+        return side
     if isinstance(value, str):
         side.texts.append(_text(value, field=field))
         side.echo = {"text": value, "multi_modal": None}
@@ -271,6 +273,9 @@ def _resolve(sides: list[_Side], *, policy: FetchPolicy) -> list[ParsedInput]:
     out: list[ParsedInput] = []
     k = 0
     for side in sides:
+        if side.parsed is not None:
+            out.append(side.parsed)
+            continue
         n = len(side.image_refs)
         images = tuple(img for img in resolved[k : k + n] if img is not None)
         k += n
@@ -359,7 +364,7 @@ def parse_embedding_input(
         )
     if messages is not None:
         return _resolve([_parse_messages(messages)], policy=policy)
-    if isinstance(input, str | Mapping) or _is_image_object(input):
+    if isinstance(input, str | Mapping | ParsedInput) or _is_image_object(input):
         return _resolve([_parse_side(input, field="input")], policy=policy)
     if not isinstance(input, Sequence):
         raise InvalidInputError(
