@@ -60,6 +60,7 @@ def test_content_parts_images_first_echo_as_given() -> None:
     (doc,) = parse_documents([{"content": parts}], policy=POL)
     assert doc.texts == ("a caption", " more")
     assert [i.data for i in doc.images] == [PNG, GRAY, (IMAGES / "gradient_130x97.png").read_bytes()]
+    assert doc.image_payloads == [PNG, GRAY, (IMAGES / "gradient_130x97.png").read_bytes()]
     assert [i.origin for i in doc.images] == [
         "documents[0].content[1].image_url.url",
         "documents[0].content[3].image_url",

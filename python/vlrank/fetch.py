@@ -377,6 +377,12 @@ def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
             try:
                 conn.request("GET", target, headers={"User-Agent": "vlrank", "Accept": "image/*"})
                 resp = conn.getresponse()
+            except TimeoutError as exc:
+                raise ImageFetchError(
+                    f"{field}: fetching {url!r} timed out after {policy.timeout_s} s; pass a faster URL or raise "
+                    "timeout_s",
+                    field=field,
+                ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise ImageFetchError(f"{field}: fetching {url!r} failed ({exc}); pass a reachable URL", field=field) from exc
             if resp.status in (301, 302, 303, 307, 308):

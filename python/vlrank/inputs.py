@@ -65,6 +65,11 @@ class ParsedInput:
         return len(self.images)
 
     @property
+    def image_payloads(self) -> list[bytes | np.ndarray]:
+        """The images as the native preprocessor takes them (encoded bytes or uint8 arrays), in order."""
+        return [img.payload for img in self.images]
+
+    @property
     def is_text_only(self) -> bool:
         """True when the input has no image."""
         return not self.images
