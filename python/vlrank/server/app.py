@@ -129,7 +129,8 @@ class ServerState:
                            param="model", code="model_not_found")
         if served.kind != kind:
             route = "/v1/rerank" if served.kind == RERANK else "/v1/embeddings"
-            raise ApiError(400, f"model {name!r} is a {served.kind} model; send it to {route}",
+            what = "reranker" if served.kind == RERANK else "embedding model"
+            raise ApiError(400, f"model {name!r} is a {what}; send it to {route}",
                            param="model", code="model_not_supported")
         return served
 
@@ -261,8 +262,9 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
               responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
     async def rerank(body: RerankRequest, request: Request) -> Response:
         served = state.model(body.model, RERANK)
-        if len(body.documents) > settings.max_documents:
-            raise ApiError(413, f"documents: {len(body.documents)} documents is over this server's limit of "
+        count = _document_count(body.documents)
+        if count > settings.max_documents:
+            raise ApiError(413, f"documents: {count} documents is over this server's limit of "
                                 f"{settings.max_documents}; split the request", param="documents",
                            code="too_many_documents")
         prepared = await state.prepare(served, query=body.query, documents=body.documents, top_n=body.top_n,
@@ -285,6 +287,13 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
 
     _ = ErrorResponse  # documented through ERROR_RESPONSES
     return app
+
+
+def _document_count(documents: Any) -> int:
+    if isinstance(documents, dict):
+        content = documents.get("content")
+        return len(content) if isinstance(content, list) else 1
+    return len(documents)
 
 
 async def _answer(state: ServerState, served: ServedModel, prepared: Prepared, request: Request) -> Response:

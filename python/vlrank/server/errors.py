@@ -106,6 +106,9 @@ def validation_error(exc: RequestValidationError) -> ApiError:
         return ApiError(400, f"the request body is not valid JSON ({detail}); send a JSON object",
                         code="invalid_json")
     param = _loc_to_param(first.get("loc", ()))
+    if param is None and first.get("type") in ("model_attributes_type", "dict_type"):
+        return ApiError(400, "the request body must be a JSON object sent with Content-Type: application/json",
+                        code="invalid_json")
     where = param or "body"
     msg = first.get("msg", "invalid value")
     if first.get("type") == "missing":

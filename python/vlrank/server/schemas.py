@@ -8,7 +8,7 @@ query / document / input (strings, ``{"text"}``, ``{"content": [parts]}``) is ch
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -31,7 +31,9 @@ class RerankRequest(BaseModel):
 
     model: StrictStr = Field(description="id of a served reranker (GET /v1/models)")
     query: Side = Field(description='a string, {"text": ...} or {"content": [parts]}')
-    documents: list[Side] = Field(min_length=1, description="the candidates to score (strings or objects)")
+    documents: Annotated[list[Side], Field(min_length=1)] | dict[str, Any] = Field(
+        description='the candidates to score: a list of strings / objects (or vLLM\'s {"content": [parts]}, '
+                    "one document per part)")
     top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
     instruction: StrictStr | None = Field(default=None, description="task instruction (default: the model's)")
     return_documents: StrictBool = Field(default=True, description="echo each document in its result")
