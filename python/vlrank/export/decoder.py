@@ -11,7 +11,7 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
 - Image features replace the ``<|image_pad|>`` embeddings (row-major order over the batch); DeepStack
   features are added at those positions after decoder layers 0..K-1.
 - Only the last real token of each row reaches the final norm and the head (right padding, so it sits at
-  sum(attention_mask) − 1). Right padding never changes a real token: causality already hides the
+  sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
   padding behind it, and the padding keys are masked as well.
 
 Weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
@@ -70,6 +70,8 @@ class DecoderBuilder:
         self.progress = progress or (lambda done, total: None)
         self.prefix = ckpt.text_prefix
         self.g = Graph("vlrank_decoder")
+        # Compute the final layer for the last token only (see ``layer``); off only to measure it.
+        self.prune_last_layer = True
 
     # ---- weights -------------------------------------------------------------------------------------
     def _w(self, name: str) -> str:
@@ -122,25 +124,36 @@ class DecoderBuilder:
             mask = g.op("Tile", [mask, g.const([1, 1, groups, 1])])
         return mask
 
-    def layer(self, i: int, x: str, cos: str, sin: str, mask: str) -> str:
+    def layer(self, i: int, x: str, cos: str, sin: str, mask: str, last: str | None = None) -> str:
+        """One decoder layer. With ``last`` ((B, 1) index of each row's last real token) only that token's
+        output is computed — (B, 1, H) — since nothing downstream reads the others: keys and values still
+        come from every token, but the query, o_proj and MLP run on one row (the final layer's share of
+        the compute, ~1/num_layers, saved)."""
         g, cfg = self.g, self.cfg
         p = f"layers.{i}."
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         h = self.rms_norm(x, self._w(p + "input_layernorm.weight"))
-        q = g.reshape(g.matmul(h, self._linear(p + "self_attn.q_proj")), [0, 0, nh, hd])
         k = g.reshape(g.matmul(h, self._linear(p + "self_attn.k_proj")), [0, 0, nkv, hd])
         v = g.reshape(g.matmul(h, self._linear(p + "self_attn.v_proj")), [0, 0, nkv, hd])
+        if last is not None:
+            x = g.unsqueeze(g.op("GatherND", [x, last], batch_dims=1), [1])  # (B, 1, H)
+            h = g.unsqueeze(g.op("GatherND", [h, last], batch_dims=1), [1])
+            cos_q = g.unsqueeze(g.op("GatherND", [g.squeeze(cos, [1]), last], batch_dims=1), [1, 2])
+            sin_q = g.unsqueeze(g.op("GatherND", [g.squeeze(sin, [1]), last], batch_dims=1), [1, 2])
+        else:
+            cos_q, sin_q = cos, sin
+        q = g.reshape(g.matmul(h, self._linear(p + "self_attn.q_proj")), [0, 0, nh, hd])
         q = g.transpose(self.rms_norm(q, self._w(p + "self_attn.q_norm.weight")), [0, 2, 1, 3])
         k = g.transpose(self.rms_norm(k, self._w(p + "self_attn.k_norm.weight")), [0, 2, 1, 3])
         v = g.transpose(v, [0, 2, 1, 3])  # (B, nkv, L, hd)
-        q = self.rope(q, cos, sin)  # (B, nh, L, hd)
+        q = self.rope(q, cos_q, sin_q)  # (B, nh, Lq, hd)
         k = self.rope(k, cos, sin)  # (B, nkv, L, hd)
-        # GQA without copying K/V: the g query heads of one kv head become g·L rows of one GEMM
+        # GQA without copying K/V: the g query heads of one kv head become g·Lq rows of one GEMM
         # (head h = kv·g + j, as transformers' repeat_kv orders them).
-        q = g.reshape(q, [0, nkv, -1, hd])  # (B, nkv, g·L, hd)
+        q = g.reshape(q, [0, nkv, -1, hd])  # (B, nkv, g·Lq, hd)
         scores = g.mul(g.matmul(q, g.transpose(k, [0, 1, 3, 2])), g.const(hd**-0.5, np.float32))
         scores = g.where(mask, scores, g.const(_MASKED, np.float32))
-        ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g·L, hd)
+        ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g·Lq, hd)
         ctx = g.reshape(g.transpose(g.reshape(ctx, [0, nh, -1, hd]), [0, 2, 1, 3]), [0, 0, nh * hd])
         x = g.add(x, g.matmul(ctx, self._linear(p + "self_attn.o_proj")))
         h = self.rms_norm(x, self._w(p + "post_attention_layernorm.weight"))
@@ -192,17 +205,25 @@ class DecoderBuilder:
                 x = g.where(image_mask, self._image_rows(image_embeds, image_index, input_ids), x)
             cos, sin = self.rotary_tables(position_ids)
             mask = self.attention_mask(attention_mask)
+            # Last real token of each row (right padding): index sum(mask) - 1.
+            last = g.sub(g.reduce_sum(attention_mask, [1], keepdims=1), g.const(1))  # (B, 1)
+            # The last token's query sees every real key (causality holds by construction).
+            last_mask = g.cast(g.unsqueeze(attention_mask, [1, 2]), BOOL)  # (B, 1, 1, L)
             total = cfg.num_layers
             for i in range(total):
-                x = self.layer(i, x, cos, sin, mask)
+                # DeepStack adds only at image tokens, never the last token; pruning the final layer to
+                # that token is safe unless a DeepStack add would still follow it.
+                prune = self.prune_last_layer and i == total - 1 and not (vl and i < self.deepstack_layers)
+                x = self.layer(i, x, cos, sin, last_mask if prune else mask, last if prune else None)
                 if vl and i < self.deepstack_layers:
                     ds = g.gather(deepstack, g.const(i), axis=0)  # (M, H)
                     rows = self._image_rows(ds, image_index, input_ids)
                     x = g.add(x, g.where(image_mask, rows, g.const(0.0, np.float32)))
                 self.progress(i + 1, total)
-            # Last real token of each row (right padding): index sum(mask) - 1.
-            last = g.sub(g.reduce_sum(attention_mask, [1], keepdims=1), g.const(1))  # (B, 1)
-            h_last = g.op("GatherND", [x, last], batch_dims=1)  # (B, H)
+            if prune:
+                h_last = g.squeeze(x, [1])  # (B, H)
+            else:
+                h_last = g.op("GatherND", [x, last], batch_dims=1)  # (B, H)
             h_last = self.rms_norm(h_last, self._w("norm.weight"))
             self._head(h_last, vl)
             return g.save(out_dir / DECODER_FILE)
