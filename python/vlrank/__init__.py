@@ -45,3 +45,9 @@ from vlrank.export import export  # noqa: E402
 
 __all__ += ["export"]
 # --- end export ---
+
+# --- tokens and prompts (owner: native-text) ---
+from vlrank._native import Tokenizer  # noqa: E402
+
+__all__ += ["Tokenizer"]
+# --- end tokens and prompts ---

@@ -6,6 +6,118 @@ __version__: str
 # ---- geometry / probe / image (owner: native-image) ----
 
 # ---- tokenizer / prompt / batch (owner: native-text) ----
+import os as _os
+import numpy as _np_t
+import numpy.typing as _npt_t
+from collections.abc import Sequence as _Seq
+
+class Tokenizer:
+    """tokenizer.json wrapper; user text is always plain (special-token strings are never parsed)."""
+
+    @staticmethod
+    def from_file(path: str | _os.PathLike[str]) -> Tokenizer:
+        """Load a tokenizer.json; missing or unusable file -> vlrank.TokenizerError."""
+    def encode(self, text: str) -> list[int]:
+        """Plain-text ids (no special tokens added or parsed)."""
+    def encode_batch(self, texts: _Seq[str]) -> list[list[int]]:
+        """encode over many texts, in parallel; order kept."""
+    def decode(self, ids: _Seq[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of ids (added tokens included unless skip_special_tokens drops the special ones)."""
+    def token_to_id(self, token: str) -> int | None: ...
+    def id_to_token(self, id: int) -> str | None: ...
+    @property
+    def vocab_size(self) -> int:
+        """Model vocabulary plus added tokens (151,669 for Qwen3)."""
+
+CONTEXT_TOKENS: int
+RERANK_SYSTEM: str
+VL_RERANK_DEFAULT_INSTRUCTION: str
+EMBED_DEFAULT_INSTRUCTION: str
+TEXT_RERANK_DEFAULT_INSTRUCTION: str
+VL_RERANK_MAX_LENGTH: int
+EMBED_MAX_LENGTH: int
+TEXT_RERANK_MAX_LENGTH: int
+
+def build_vl_rerank_ids(
+    tokenizer: Tokenizer,
+    *,
+    query_images: _Seq[int],
+    query_texts: _Seq[str],
+    doc_images: _Seq[int],
+    doc_texts: _Seq[str],
+    instruction: str | None = None,
+    max_length: int = 10240,
+) -> list[int]:
+    """Qwen3-VL-Reranker prompt ids of one pair (images given as token counts), truncated officially."""
+
+def build_vl_rerank_ids_batch(
+    tokenizer: Tokenizer,
+    *,
+    query_images: _Seq[int],
+    query_texts: _Seq[str],
+    documents: _Seq[tuple[_Seq[int], _Seq[str]]],
+    instruction: str | None = None,
+    max_length: int = 10240,
+) -> list[list[int]]:
+    """build_vl_rerank_ids for one query and many (image counts, texts) documents, in parallel."""
+
+def build_vl_embed_ids(
+    tokenizer: Tokenizer,
+    *,
+    images: _Seq[int],
+    texts: _Seq[str],
+    instruction: str | None = None,
+    max_length: int = 8192,
+) -> list[int]:
+    """Qwen3-VL-Embedding prompt ids of one input; longer than max_length -> first max_length ids."""
+
+def build_vl_embed_ids_batch(
+    tokenizer: Tokenizer,
+    *,
+    inputs: _Seq[tuple[_Seq[int], _Seq[str]]],
+    instruction: str | None = None,
+    max_length: int = 8192,
+) -> list[list[int]]:
+    """build_vl_embed_ids for many (image counts, texts) inputs, in parallel."""
+
+def build_text_rerank_ids(
+    tokenizer: Tokenizer,
+    *,
+    query: str,
+    document: str,
+    instruction: str | None = None,
+    max_length: int = 8192,
+) -> list[int]:
+    """Qwen3-Reranker (text) prompt ids: prefix + body cut to max_length - frame + suffix."""
+
+def build_text_rerank_ids_batch(
+    tokenizer: Tokenizer,
+    *,
+    query: str,
+    documents: _Seq[str],
+    instruction: str | None = None,
+    max_length: int = 8192,
+) -> list[list[int]]:
+    """build_text_rerank_ids for one query and many documents, in parallel."""
+
+def embed_instruction(instruction: str | None = None) -> str:
+    """The embedder's instruction rule: strip; '.' appended unless it ends in P*; default if empty."""
+
+def plan_batches(
+    lengths: _Seq[int], *, max_batch_size: int, token_budget: int
+) -> list[_npt_t.NDArray[_np_t.int64]]:
+    """Index batches, longest first (stable); rows <= max_batch_size, rows * longest <= token_budget."""
+
+def pad_batch(
+    sequences: _Seq[_Seq[int]],
+    *,
+    pad_id: int,
+    positions: _Seq[_npt_t.NDArray[_np_t.int64]] | None = None,
+    pad_position: int = 1,
+    min_width: int = 0,
+) -> tuple[_npt_t.NDArray[_np_t.int64], _npt_t.NDArray[_np_t.int64], _npt_t.NDArray[_np_t.int64] | None]:
+    """Right-pad: (input_ids (B, L), attention_mask (B, L), position_ids (3, B, L) or None)."""
+
 
 # ---- rope (owner: vision) ----
 import numpy as _np

@@ -12,7 +12,6 @@ keeps results identical to one-by-one calls by construction.
 from __future__ import annotations
 
 import base64
-import inspect
 import struct
 import zlib
 from collections.abc import Sequence
@@ -70,13 +69,6 @@ def _side_tokens(side: ParsedInput) -> int:
 
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class RerankEngine:
     """One served reranker."""
 
@@ -95,7 +87,9 @@ class RerankEngine:
         parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
         q = _side_tokens(parsed_query) + (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
         cost = sum(q + _side_tokens(d) for d in parsed_docs)
-        payload = {"query": query, "documents": documents, "top_n": top_n, "instruction": instruction,
+        # The facade's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
+        # policy, in a request thread) is the only one: images are fetched once, never by the model worker.
+        payload = {"query": parsed_query, "documents": parsed_docs, "top_n": top_n, "instruction": instruction,
                    "return_documents": return_documents}
         return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
 
@@ -136,7 +130,6 @@ class EmbedEngine:
         self.policy = policy
         self.max_documents = max_documents
         self._many = getattr(model, "embed_many", None)
-        self._messages_kw = _accepts(model.embed, "messages")
 
     def prepare(self, *, input: Any, messages: Any, instruction: str | None,  # noqa: A002
                 dimensions: int | None, encoding_format: str) -> Prepared:
@@ -146,13 +139,9 @@ class EmbedEngine:
         cost = sum(_side_tokens(p) + extra for p in parsed)
         payload: dict[str, Any] = {"instruction": instruction, "dimensions": dimensions,
                                    "encoding_format": encoding_format}
-        if messages is not None:
-            if not self._messages_kw:
-                raise InvalidInputError("messages: this model takes input= only; pass the content as input",
-                                        field="messages")
-            payload["messages"] = messages
-        else:
-            payload["input"] = input
+        # One parsed input stands for a string, one object or a messages list (all give one embedding);
+        # a list stays a list, so the response has the same shape as the library's for the raw request.
+        payload["input"] = list(parsed) if isinstance(input, list) else parsed[0]
         return Prepared(payload=payload, cost=cost, items=len(parsed))
 
     def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
