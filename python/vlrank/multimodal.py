@@ -1,0 +1,216 @@
+"""The image path of the Qwen3-VL facade: images -> vision features and M-RoPE positions.
+
+What the facade (reranker.py / embedder.py) does with it, per call::
+
+    images = ImageBatch(tower, min_pixels=..., max_pixels=...)
+    per_side = images.prepare(parsed_inputs)          # preprocess each distinct image once
+    counts = [images.token_counts(side) for side in per_side]   # -> the prompt builders
+    ... build ids per row (query images + doc images for rerank, the input's images for embed) ...
+    pos = images.positions(ids, row_images)                      # (3, L) per row, rope.rs
+    image_embeds, deepstack = images.features(rows_images_in_batch_order)   # decoder feeds
+
+Within one ``ImageBatch`` every distinct image (same bytes or pixels, same pixel budget) is preprocessed
+once and run through the vision tower once, however many rows use it: a query image reranked against
+100 documents costs one tower run. The tower runs one image per session call (its graph has no
+cross-image mask), so images of different sizes never need padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlrank import _native
+from vlrank.errors import ContextTooLongError, InvalidInputError
+from vlrank.export.vision import VISION_FILE, read_vision_metadata
+
+CONTEXT_TOKENS = 32_768
+# Tokens one image costs in a prompt besides its pads: <|vision_start|> and <|vision_end|>.
+IMAGE_WRAPPER_TOKENS = 2
+
+
+def payload_key(payload: bytes | np.ndarray) -> str:
+    """A content hash of an image as given (encoded bytes, or a decoded uint8 array with its shape)."""
+    h = hashlib.sha256()
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        h.update(b"bytes\0")
+        h.update(payload)
+    else:
+        arr = np.ascontiguousarray(payload)
+        h.update(f"array\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """One preprocessed image: its pixel rows (merge-block order) and patch grid."""
+
+    key: tuple[str, int, int]  # (content hash, min_pixels, max_pixels)
+    pixel_values: np.ndarray  # (N, C·T·P·P) float32
+    grid_h: int  # patch rows (H / patch)
+    grid_w: int  # patch columns
+    merge: int
+
+    @property
+    def merged_grid(self) -> tuple[int, int]:
+        """(rows, cols) in merged tokens: the image's block of <|image_pad|> tokens."""
+        return self.grid_h // self.merge, self.grid_w // self.merge
+
+    @property
+    def num_tokens(self) -> int:
+        rows, cols = self.merged_grid
+        return rows * cols
+
+
+class VisionTower:
+    """The exported vision graph (one image per run) plus the rope tables it takes."""
+
+    def __init__(self, model_dir: str | Path, *, providers=None, session=None) -> None:
+        if session is None:
+            from vlrank.runtime import create_session
+
+            session = create_session(Path(model_dir) / VISION_FILE, providers=providers)
+        self.session = session
+        meta = read_vision_metadata(session.get_modelmeta().custom_metadata_map)
+        self.head_dim = int(meta["head_dim"])
+        self.theta = float(meta["rope_theta"])
+        self.side = int(meta["num_grid_per_side"])
+        self.merge = int(meta["spatial_merge_size"])
+        self.patch_dim = int(meta["patch_dim"])
+        self.out_hidden = int(meta["out_hidden_size"])
+        self.deepstack_layers = int(meta["deepstack_layers"])
+
+    def run(self, image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
+        """(image_embeds (T, H), deepstack_embeds (K, T, H)) of one image."""
+        if image.pixel_values.shape != (image.grid_h * image.grid_w, self.patch_dim):
+            raise InvalidInputError(
+                f"pixel_values has shape {image.pixel_values.shape}; the vision graph takes "
+                f"({image.grid_h * image.grid_w}, {self.patch_dim}) for a {image.grid_h} x {image.grid_w} patch grid",
+                field="pixel_values",
+            )
+        idx, wts = _native.pos_embed_interpolation(image.grid_h, image.grid_w, num_grid_per_side=self.side,
+                                                   merge_size=self.merge)
+        cos, sin = _native.vision_rotary(image.grid_h, image.grid_w, head_dim=self.head_dim,
+                                         merge_size=self.merge, theta=self.theta)
+        embeds, deepstack = self.session.run(
+            ["image_embeds", "deepstack_embeds"],
+            {
+                "pixel_values": np.ascontiguousarray(image.pixel_values, dtype=np.float32),
+                "pos_interp_indices": idx,
+                "pos_interp_weights": wts,
+                "rotary_cos": cos,
+                "rotary_sin": sin,
+            },
+        )
+        return embeds, deepstack
+
+
+def _preprocess(payloads: list[bytes | np.ndarray], *, min_pixels: int, max_pixels: int) -> list:
+    """The native preprocessor over distinct payloads (parallel in Rust, GIL released)."""
+    from vlrank import images as image_api
+
+    batch = getattr(image_api, "preprocess_images", None)
+    if batch is not None:
+        return list(batch(payloads, min_pixels=min_pixels, max_pixels=max_pixels))
+    return [image_api.preprocess_image(p, min_pixels=min_pixels, max_pixels=max_pixels) for p in payloads]
+
+
+class ImageBatch:
+    """Images of one call: preprocess and encode each distinct image once, hand out decoder feeds."""
+
+    def __init__(self, tower: VisionTower, *, min_pixels: int, max_pixels: int) -> None:
+        self.tower = tower
+        self.min_pixels = int(min_pixels)
+        self.max_pixels = int(max_pixels)
+        self._prepared: dict[tuple[str, int, int], PreparedImage] = {}
+        self._encoded: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    # ---- preprocessing -------------------------------------------------------------------------------
+    def prepare(self, sides: Sequence) -> list[list[PreparedImage]]:
+        """For each side (a ``ParsedInput``, or a plain list of image payloads) its prepared images, in
+        order. Distinct images are preprocessed once, together (the Rust core parallelises them)."""
+        per_side_keys: list[list[tuple[str, int, int]]] = []
+        todo: dict[tuple[str, int, int], bytes | np.ndarray] = {}
+        for side in sides:
+            payloads = side.image_payloads if hasattr(side, "image_payloads") else list(side)
+            keys = []
+            for payload in payloads:
+                key = (payload_key(payload), self.min_pixels, self.max_pixels)
+                if key not in self._prepared and key not in todo:
+                    todo[key] = payload
+                keys.append(key)
+            per_side_keys.append(keys)
+        if todo:
+            results = _preprocess(list(todo.values()), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            for key, result in zip(todo, results):
+                _, gh, gw = (int(v) for v in np.asarray(result.grid_thw).reshape(-1)[-3:])
+                self._prepared[key] = PreparedImage(key=key, pixel_values=np.asarray(result.pixel_values),
+                                                    grid_h=gh, grid_w=gw, merge=self.tower.merge)
+        return [[self._prepared[k] for k in keys] for keys in per_side_keys]
+
+    @staticmethod
+    def token_counts(images: Sequence[PreparedImage]) -> list[int]:
+        """Image token counts in order: what the prompt builders take per side."""
+        return [img.num_tokens for img in images]
+
+    # ---- decoder feeds -------------------------------------------------------------------------------
+    def encode(self, image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
+        """The tower's output for one image, computed at most once per batch."""
+        out = self._encoded.get(image.key)
+        if out is None:
+            out = self.tower.run(image)
+            self._encoded[image.key] = out
+        return out
+
+    @property
+    def tower_runs(self) -> int:
+        """How many images went through the vision tower so far (distinct images)."""
+        return len(self._encoded)
+
+    def features(self, images: Sequence[PreparedImage]) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder feeds for a batch: ``images`` = every row's images, rows in batch order, each row's
+        images in prompt order (the row-major order of its <|image_pad|> tokens). Returns
+        image_embeds (M, H) and deepstack_embeds (K, M, H); M = 0 gives empty arrays."""
+        t = self.tower
+        if not images:
+            return (np.zeros((0, t.out_hidden), np.float32),
+                    np.zeros((t.deepstack_layers, 0, t.out_hidden), np.float32))
+        parts = [self.encode(img) for img in images]
+        embeds = np.concatenate([p[0] for p in parts], axis=0)
+        deepstack = np.concatenate([p[1] for p in parts], axis=1)
+        return embeds, deepstack
+
+    def positions(self, input_ids: Sequence[int] | np.ndarray, images: Sequence[PreparedImage], *,
+                  image_pad_id: int) -> np.ndarray:
+        """M-RoPE position ids (3, L) of one row whose image blocks are ``images`` in order."""
+        return _native.mrope_position_ids(input_ids, image_pad_id=image_pad_id,
+                                          image_grids=[img.merged_grid for img in images])
+
+
+# ---- context errors ------------------------------------------------------------------------------------
+def context_too_long(*, needed: int, text_tokens: int, images: Sequence[PreparedImage], min_pixels: int,
+                     max_pixels: int, field: str, context: int = CONTEXT_TOKENS) -> ContextTooLongError:
+    """A ContextTooLongError that says how many tokens the prompt needs and which max_pixels would fit.
+
+    ``text_tokens``: the prompt's tokens besides the image pads. smart_resize never gives an image more
+    than max_pixels / (32·32) tokens, so spreading what the context has left over the images gives a
+    max_pixels that is guaranteed to fit (unless min_pixels forces more)."""
+    image_tokens = sum(img.num_tokens for img in images)
+    n = max(len(images), 1)
+    per_image = (context - text_tokens) // n
+    unit = 32 * 32
+    if per_image * unit >= max(min_pixels, unit):
+        hint = (f"pass max_pixels={per_image * unit} or less (at most {per_image} tokens per image; "
+                f"it is {max_pixels} now)")
+    else:
+        hint = "pass fewer images or shorter texts: even the smallest images do not fit"
+    return ContextTooLongError(
+        f"{field}: the prompt needs {needed} tokens ({image_tokens} of them for {len(images)} image(s)) but the "
+        f"model's context holds {context}; {hint}",
+        field=field,
+    )
