@@ -18,7 +18,7 @@ cross-image mask), so images of different sizes never need padding.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,3 +214,14 @@ def context_too_long(*, needed: int, text_tokens: int, images: Sequence[Prepared
         f"model's context holds {context}; {hint}",
         field=field,
     )
+
+
+def context_error_for_row(build_ids: Callable[[list[int]], Sequence[int]], images: Sequence[PreparedImage], *,
+                          min_pixels: int, max_pixels: int, field: str) -> ContextTooLongError:
+    """``context_too_long`` for a row whose prompt builder refused it: ``build_ids(counts)`` rebuilds the
+    row's ids with the given per-image token counts; building it with 1-token images measures the text."""
+    ones = build_ids([1] * len(images))
+    text_tokens = len(ones) - len(images)
+    needed = text_tokens + sum(img.num_tokens for img in images)
+    return context_too_long(needed=needed, text_tokens=text_tokens, images=images, min_pixels=min_pixels,
+                            max_pixels=max_pixels, field=field)
