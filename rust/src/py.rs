@@ -196,15 +196,17 @@ mod image_bindings {
             .map(|(i, o)| hold(&o?, &format!("{field}[{i}]"))).collect::<PyResult<_>>()?;
         let names: Vec<String> = held.iter().enumerate().map(|(i, h)| name_of(h, i, field)).collect();
         let inputs: Vec<Input<'_>> = held.iter().map(view).collect();
-        let out: Result<Vec<_>> = py.detach(|| {
-            inputs.par_iter().zip(&names).map(|(input, name)| match *input {
-                Input::Encoded(b) => probe::probe_bytes(b, name),
-                Input::Path(p) => probe::probe_file(p),
-                Input::Array { height, width, .. } => Ok(probe::ImageInfo {
-                    format: probe::Format::Png, width: width as u32, height: height as u32, png_color: None }),
+        let out: Result<Vec<(&'static str, u32, u32)>> = py.detach(|| {
+            inputs.par_iter().zip(&names).map(|(input, name)| {
+                let info = match *input {
+                    Input::Encoded(b) => probe::probe_bytes(b, name)?,
+                    Input::Path(p) => probe::probe_file(p)?,
+                    Input::Array { height, width, .. } => return Ok(("array", width as u32, height as u32)),
+                };
+                Ok((info.format.name(), info.width, info.height))
             }).collect()
         });
-        Ok(out.map_err(|e| to_py_err(py, e))?.into_iter().map(|i| (i.format.name(), i.width, i.height)).collect())
+        out.map_err(|e| to_py_err(py, e))
     }
 
     /// Preprocess many images (encoded bytes, paths or uint8 arrays) in one call with the GIL
