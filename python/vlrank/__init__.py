@@ -41,9 +41,11 @@ __all__ += ["FetchPolicy", "ImageSource", "ParsedInput", "parse_query", "parse_d
 # --- end inputs ---
 
 # --- export (owner: export): checkpoint -> ONNX model directory, and the facade ---
+from vlrank.embedder import Embedder  # noqa: E402
 from vlrank.export import export  # noqa: E402
+from vlrank.reranker import Reranker  # noqa: E402
 
-__all__ += ["export"]
+__all__ += ["export", "Reranker", "Embedder"]
 # --- end export ---
 
 # --- tokens and prompts (owner: native-text) ---
@@ -51,3 +53,27 @@ from vlrank._native import Tokenizer  # noqa: E402
 
 __all__ += ["Tokenizer"]
 # --- end tokens and prompts ---
+
+# --- images (owner: native-image): geometry, header-only token counts, preprocessing ---
+from vlrank.images import (  # noqa: E402
+    ImageTokenCount,
+    PreprocessedImage,
+    ResizedSize,
+    count_image_tokens,
+    image_tokens,
+    preprocess_image,
+    preprocess_images,
+    smart_resize,
+)
+
+__all__ += [
+    "smart_resize",
+    "image_tokens",
+    "count_image_tokens",
+    "preprocess_image",
+    "preprocess_images",
+    "ResizedSize",
+    "ImageTokenCount",
+    "PreprocessedImage",
+]
+# --- end images ---

@@ -87,3 +87,164 @@ def run(session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.nd
     """Run ``session`` and return ``outputs``; drops feeds the graph does not declare."""
     names = {i.name for i in session.get_inputs()}
     return session.run(outputs, {k: v for k, v in feeds.items() if k in names})
+
+
+# ---- the facade's model: resolve, load, batch, run ------------------------------------------------------
+DEFAULT_BATCH_TOKENS = 16384  # rows × longest per decoder run: bounds activation memory, keeps GEMMs large
+DEFAULT_MAX_BATCH_SIZE = 64
+
+
+def cache_dir() -> Path:
+    """Where raw checkpoints are exported once: $VLRANK_CACHE, else ~/.cache/vlrank."""
+    import os
+
+    return Path(os.environ.get("VLRANK_CACHE") or Path.home() / ".cache" / "vlrank")
+
+
+def resolve_model_dir(model: str | Path, *, task: str) -> Path:
+    """An exported directory as is; a checkpoint directory or hub id exported once into the cache,
+    keyed by a hash of the checkpoint's files (a changed checkpoint gets a fresh export)."""
+    import os
+    import shutil
+    import tempfile
+
+    from vlrank.export import export, resolve_checkpoint
+    from vlrank.export.checkpoint import checkpoint_hash
+    from vlrank.export.manifest import MANIFEST
+
+    if not isinstance(model, (str, Path)) or not str(model):
+        raise InvalidInputError("model: pass an exported model directory, a checkpoint directory or a hub id",
+                                field="model")
+    path = Path(model).expanduser()
+    if (path / MANIFEST).is_file():
+        return path
+    src = resolve_checkpoint(model)
+    if (src / MANIFEST).is_file():
+        return src
+    key = checkpoint_hash(src)[:20]
+    target = cache_dir() / f"{key}-{task}"
+    if (target / MANIFEST).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = str(model) if not path.exists() else src.resolve().name
+    # Export beside the target, then rename: a crashed or concurrent export never leaves a half directory.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        export(src, tmp, task=task, progress=True, name=name)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race: use its export
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class Row:
+    """One decoder row: prompt ids plus the prepared images whose pads it holds (in order)."""
+
+    __slots__ = ("ids", "images")
+
+    def __init__(self, ids: list[int], images: list | None = None) -> None:
+        self.ids = ids
+        self.images = images or []
+
+
+class ModelRunner:
+    """An exported model ready to run: manifest, tokenizer, decoder (and vision tower) sessions.
+
+    ``run(rows, image_batch)`` plans token-budgeted batches with the native planner (length-sorted),
+    right-pads them, feeds image features when the rows have images, and returns the decoder output of
+    every row in input order. Right padding never changes a row's result (see export/decoder.py).
+    """
+
+    def __init__(self, model: str | Path, *, task: str, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
+        from vlrank import _native
+        from vlrank.export.manifest import read_manifest
+
+        for value, fld in ((batch_tokens, "batch_tokens"), (max_batch_size, "max_batch_size")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{fld}={value!r}; pass a positive integer", field=fld)
+        self.dir = resolve_model_dir(model, task=task)
+        self.manifest = read_manifest(self.dir)
+        if self.manifest.task != task:
+            raise ModelDirectoryError(
+                f"{self.dir} is a '{self.manifest.task}' model; use vlrank."
+                f"{'Reranker' if self.manifest.task == 'rerank' else 'Embedder'} for it, or export the checkpoint "
+                f"with task='{task}'",
+                field="model",
+            )
+        self.providers = providers
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.tokenizer = _native.Tokenizer.from_file(str(self.manifest.file("tokenizer")))
+        self.session = create_session(self.manifest.file("decoder"), providers=providers)
+        self.output = self.manifest.data["decoder"]["output"]
+        self.family = self.manifest.family
+        self.pad_id = int(self.manifest.special.get("endoftext", 151643))
+        self.image_pad_id = self.manifest.special.get("image_pad")
+        dims = self.manifest.data["dims"]
+        self.hidden = int(dims["hidden_size"])
+        self.deepstack = int(dims.get("deepstack_layers", 0))
+        self._tower = None
+
+    @property
+    def has_vision(self) -> bool:
+        return "vision" in self.manifest.data["files"]
+
+    def tower(self):
+        """The vision tower (loaded on first use)."""
+        if self._tower is None:
+            if not self.has_vision:
+                raise ModelDirectoryError(f"{self.dir} has no vision graph; this model takes text only "
+                                          "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
+            from vlrank.multimodal import VisionTower
+
+            self._tower = VisionTower(self.dir, providers=self.providers)
+        return self._tower
+
+    def run(self, rows: list[Row], image_batch=None) -> np.ndarray:
+        from vlrank import _native
+
+        if not rows:
+            return np.zeros((0,), np.float32)
+        lengths = [len(r.ids) for r in rows]
+        plan = _native.plan_batches(lengths, max_batch_size=self.max_batch_size, token_budget=self.batch_tokens)
+        results: list[np.ndarray | None] = [None] * len(rows)
+        vl = self.family == "qwen3_vl"
+        for batch in plan:
+            idx = [int(i) for i in batch]
+            batch_rows = [rows[i] for i in idx]
+            positions = None
+            if vl:
+                positions = [self._positions(r, image_batch) for r in batch_rows]
+            input_ids, mask, pos = _native.pad_batch([r.ids for r in batch_rows], pad_id=self.pad_id,
+                                                     positions=positions)
+            feeds = {"input_ids": input_ids, "attention_mask": mask}
+            if vl:
+                feeds["position_ids"] = pos
+                images = [img for r in batch_rows for img in r.images]
+                if images:
+                    feeds["image_embeds"], feeds["deepstack_embeds"] = image_batch.features(images)
+                else:
+                    feeds["image_embeds"] = np.zeros((0, self.hidden), np.float32)
+                    feeds["deepstack_embeds"] = np.zeros((self.deepstack, 0, self.hidden), np.float32)
+            else:
+                # Text Qwen3: positions 0..L-1 (padding positions are masked out; their value is irrelevant).
+                feeds["position_ids"] = np.broadcast_to(np.arange(input_ids.shape[1], dtype=np.int64),
+                                                        input_ids.shape).copy()
+            out = self.session.run([self.output], feeds)[0]
+            if not np.all(np.isfinite(out)):
+                raise RuntimeUnavailableError(
+                    "the model produced non-finite outputs (NaN/inf); the exported weights may be corrupt — "
+                    "re-export the model", field="model")
+            for j, i in enumerate(idx):
+                results[i] = out[j]
+        return np.stack(results)
+
+    def _positions(self, row: Row, image_batch) -> np.ndarray:
+        if row.images:
+            return image_batch.positions(row.ids, row.images, image_pad_id=self.image_pad_id)
+        return np.broadcast_to(np.arange(len(row.ids), dtype=np.int64), (3, len(row.ids))).copy()
