@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vlrank import _native
-from vlrank.errors import ContextTooLongError, InvalidInputError
+from vlrank.errors import ContextTooLongError, ImageDecodeError, InvalidInputError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
 
 CONTEXT_TOKENS = 32_768
@@ -46,15 +45,23 @@ def payload_key(payload: bytes | np.ndarray) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True, eq=False)
 class PreparedImage:
-    """One preprocessed image: its pixel rows (merge-block order) and patch grid."""
+    """One image of a call: its size (known from a header-only probe) and, once needed, its pixel rows
+    (merge-block order). Pixels are decoded lazily, all pending images of a batch together, so a prompt
+    that cannot fit the context fails before any image is decoded."""
 
-    key: tuple[str, int, int]  # (content hash, min_pixels, max_pixels)
-    pixel_values: np.ndarray  # (N, C·T·P·P) float32
-    grid_h: int  # patch rows (H / patch)
-    grid_w: int  # patch columns
-    merge: int
+    __slots__ = ("key", "payload", "origin", "grid_h", "grid_w", "merge", "_pixels")
+
+    def __init__(self, *, key: tuple[str, int, int], grid_h: int, grid_w: int, merge: int,
+                 payload: bytes | np.ndarray | None = None, origin: str = "",
+                 pixel_values: np.ndarray | None = None) -> None:
+        self.key = key  # (content hash, min_pixels, max_pixels)
+        self.payload = payload
+        self.origin = origin
+        self.grid_h = grid_h  # patch rows (H / patch)
+        self.grid_w = grid_w  # patch columns
+        self.merge = merge
+        self._pixels = pixel_values
 
     @property
     def merged_grid(self) -> tuple[int, int]:
@@ -65,6 +72,17 @@ class PreparedImage:
     def num_tokens(self) -> int:
         rows, cols = self.merged_grid
         return rows * cols
+
+    @property
+    def has_pixels(self) -> bool:
+        return self._pixels is not None
+
+    @property
+    def pixel_values(self) -> np.ndarray:
+        """(N, C·T·P·P) float32; only after ``ImageBatch`` decoded it (``features`` / ``encode``)."""
+        if self._pixels is None:
+            raise RuntimeError("pixel_values are decoded by ImageBatch.features()/encode() on first use")
+        return self._pixels
 
 
 class VisionTower:
@@ -82,6 +100,8 @@ class VisionTower:
         self.side = int(meta["num_grid_per_side"])
         self.merge = int(meta["spatial_merge_size"])
         self.patch_dim = int(meta["patch_dim"])
+        # patch_dim = channels (3) x temporal (2) x patch x patch
+        self.patch = int(round((self.patch_dim / 6) ** 0.5))
         self.out_hidden = int(meta["out_hidden_size"])
         self.deepstack_layers = int(meta["deepstack_layers"])
 
@@ -110,16 +130,6 @@ class VisionTower:
         return embeds, deepstack
 
 
-def _preprocess(payloads: list[bytes | np.ndarray], *, min_pixels: int, max_pixels: int) -> list:
-    """The native preprocessor over distinct payloads (parallel in Rust, GIL released)."""
-    from vlrank import images as image_api
-
-    batch = getattr(image_api, "preprocess_images", None)
-    if batch is not None:
-        return list(batch(payloads, min_pixels=min_pixels, max_pixels=max_pixels))
-    return [image_api.preprocess_image(p, min_pixels=min_pixels, max_pixels=max_pixels) for p in payloads]
-
-
 class ImageBatch:
     """Images of one call: preprocess and encode each distinct image once, hand out decoder feeds."""
 
@@ -132,26 +142,60 @@ class ImageBatch:
 
     # ---- preprocessing -------------------------------------------------------------------------------
     def prepare(self, sides: Sequence) -> list[list[PreparedImage]]:
-        """For each side (a ``ParsedInput``, or a plain list of image payloads) its prepared images, in
-        order. Distinct images are preprocessed once, together (the Rust core parallelises them)."""
+        """For each side (a ``ParsedInput``, or a plain list of image payloads) its images, in order, with
+        their token counts from a header-only probe (nothing decoded yet). Equal images share one entry."""
         per_side_keys: list[list[tuple[str, int, int]]] = []
-        todo: dict[tuple[str, int, int], bytes | np.ndarray] = {}
-        for side in sides:
-            payloads = side.image_payloads if hasattr(side, "image_payloads") else list(side)
+        todo: dict[tuple[str, int, int], tuple[bytes | np.ndarray, str]] = {}
+        for s_i, side in enumerate(sides):
+            if hasattr(side, "images"):
+                items = [(img.payload, img.origin or f"images[{i}]") for i, img in enumerate(side.images)]
+            else:
+                items = [(payload, f"sides[{s_i}][{i}]") for i, payload in enumerate(side)]
             keys = []
-            for payload in payloads:
+            for payload, origin in items:
                 key = (payload_key(payload), self.min_pixels, self.max_pixels)
                 if key not in self._prepared and key not in todo:
-                    todo[key] = payload
+                    todo[key] = (payload, origin)
                 keys.append(key)
             per_side_keys.append(keys)
         if todo:
-            results = _preprocess(list(todo.values()), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-            for key, result in zip(todo, results):
-                _, gh, gw = (int(v) for v in np.asarray(result.grid_thw).reshape(-1)[-3:])
-                self._prepared[key] = PreparedImage(key=key, pixel_values=np.asarray(result.pixel_values),
-                                                    grid_h=gh, grid_w=gw, merge=self.tower.merge)
+            self._probe(todo)
         return [[self._prepared[k] for k in keys] for keys in per_side_keys]
+
+    def _probe(self, todo: dict[tuple[str, int, int], tuple[bytes | np.ndarray, str]]) -> None:
+        encoded = [(k, p, o) for k, (p, o) in todo.items() if not isinstance(p, np.ndarray)]
+        sizes: dict[tuple[str, int, int], tuple[int, int]] = {}
+        if encoded:
+            infos = _native.probe_images([p for _, p, _ in encoded], field="images")
+            for (key, _, _), (_, width, height) in zip(encoded, infos):
+                sizes[key] = (int(height), int(width))
+        for key, (payload, origin) in todo.items():
+            if isinstance(payload, np.ndarray):
+                if payload.ndim not in (2, 3):
+                    raise InvalidInputError(f"{origin}: an image array has shape {payload.shape}; pass (H, W), "
+                                            "(H, W, 3) or (H, W, 4) uint8", field=origin)
+                sizes[key] = (int(payload.shape[0]), int(payload.shape[1]))
+            height, width = sizes[key]
+            rh, rw = _native.smart_resize(height, width, self.min_pixels, self.max_pixels)
+            patch = self.tower.patch
+            self._prepared[key] = PreparedImage(key=key, payload=payload, origin=origin, grid_h=int(rh) // patch,
+                                                grid_w=int(rw) // patch, merge=self.tower.merge)
+
+    def _decode(self, images: Sequence[PreparedImage]) -> None:
+        """Preprocess every not-yet-decoded image among ``images`` in one native call (parallel, GIL free)."""
+        pending = list({id(img): img for img in images if not img.has_pixels}.values())
+        if not pending:
+            return
+        results = _native.preprocess_images([img.payload for img in pending], min_pixels=self.min_pixels,
+                                            max_pixels=self.max_pixels, names=[img.origin for img in pending])
+        for img, result in zip(pending, results):
+            pixels, (_, gh, gw) = result[0], result[1]
+            if (int(gh), int(gw)) != (img.grid_h, img.grid_w):
+                raise ImageDecodeError(
+                    f"{img.origin}: its header says a {img.grid_h} x {img.grid_w} patch grid but the decoded image "
+                    f"gives {gh} x {gw}; the file is inconsistent — re-encode it (e.g. as PNG)", field=img.origin)
+            img._pixels = np.asarray(pixels, dtype=np.float32)
+            img.payload = None  # the pixels replace the encoded bytes
 
     @staticmethod
     def token_counts(images: Sequence[PreparedImage]) -> list[int]:
@@ -163,6 +207,7 @@ class ImageBatch:
         """The tower's output for one image, computed at most once per batch."""
         out = self._encoded.get(image.key)
         if out is None:
+            self._decode([image])
             out = self.tower.run(image)
             self._encoded[image.key] = out
         return out
@@ -180,6 +225,7 @@ class ImageBatch:
         if not images:
             return (np.zeros((0, t.out_hidden), np.float32),
                     np.zeros((t.deepstack_layers, 0, t.out_hidden), np.float32))
+        self._decode([img for img in images if img.key not in self._encoded])
         parts = [self.encode(img) for img in images]
         embeds = np.concatenate([p[0] for p in parts], axis=0)
         deepstack = np.concatenate([p[1] for p in parts], axis=1)
@@ -225,3 +271,75 @@ def context_error_for_row(build_ids: Callable[[list[int]], Sequence[int]], image
     needed = text_tokens + sum(img.num_tokens for img in images)
     return context_too_long(needed=needed, text_tokens=text_tokens, images=images, min_pixels=min_pixels,
                             max_pixels=max_pixels, field=field)
+
+
+# ---- prompt ids with image-aware context errors --------------------------------------------------------
+def vl_rerank_ids(tokenizer, *, query, documents: Sequence, query_images: Sequence[PreparedImage],
+                  doc_images: Sequence[Sequence[PreparedImage]], instruction: str | None, max_length: int,
+                  min_pixels: int, max_pixels: int) -> list[list[int]]:
+    """``_native.build_vl_rerank_ids_batch`` for a parsed query and documents; a pair over the context
+    raises a ContextTooLongError naming that document, the tokens it needs and a max_pixels that fits."""
+    q_counts = ImageBatch.token_counts(query_images)
+
+    def row(i: int, counts: list[int]) -> Sequence[int]:
+        return _native.build_vl_rerank_ids(
+            tokenizer, query_images=counts[: len(q_counts)], query_texts=list(query.texts),
+            doc_images=counts[len(q_counts):], doc_texts=list(documents[i].texts), instruction=instruction,
+            max_length=max_length)
+
+    rows = [list(query_images) + list(imgs) for imgs in doc_images]
+    fields = [f"documents[{i}]" for i in range(len(rows))]
+    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
+    try:
+        return [list(r) for r in _native.build_vl_rerank_ids_batch(
+            tokenizer, query_images=q_counts, query_texts=list(query.texts),
+            documents=[(ImageBatch.token_counts(imgs), list(d.texts)) for imgs, d in zip(doc_images, documents)],
+            instruction=instruction, max_length=max_length)]
+    except ContextTooLongError as exc:
+        raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
+                                   fields=fields) or exc from None
+
+
+def vl_embed_ids(tokenizer, *, inputs: Sequence, images: Sequence[Sequence[PreparedImage]],
+                 instruction: str | None, max_length: int, min_pixels: int, max_pixels: int) -> list[list[int]]:
+    """``_native.build_vl_embed_ids_batch`` for parsed inputs, with image-aware context errors."""
+
+    def row(i: int, counts: list[int]) -> Sequence[int]:
+        return _native.build_vl_embed_ids(tokenizer, images=counts, texts=list(inputs[i].texts),
+                                          instruction=instruction, max_length=max_length)
+
+    rows = [list(imgs) for imgs in images]
+    fields = [f"input[{i}]" for i in range(len(rows))]
+    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
+    try:
+        return [list(r) for r in _native.build_vl_embed_ids_batch(
+            tokenizer, inputs=[(ImageBatch.token_counts(imgs), list(x.texts)) for imgs, x in zip(images, inputs)],
+            instruction=instruction, max_length=max_length)]
+    except ContextTooLongError as exc:
+        raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
+                                   fields=fields) or exc from None
+
+
+def _first_context_error(build_row: Callable[[int, list[int]], Sequence[int]],
+                         rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
+                         fields: Sequence[str]) -> ContextTooLongError | None:
+    for i, imgs in enumerate(rows):
+        if not imgs:
+            continue
+        try:
+            build_row(i, ImageBatch.token_counts(imgs))
+        except ContextTooLongError:
+            return context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
+                                         max_pixels=max_pixels, field=fields[i])
+    return None
+
+
+def _check_image_tokens(build_row: Callable[[int, list[int]], Sequence[int]],
+                        rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
+                        fields: Sequence[str]) -> None:
+    """Rows whose images alone overflow the context fail here, before the prompt builder (which refuses a
+    single image count over the context as a plain invalid count, without the max_pixels advice)."""
+    for i, imgs in enumerate(rows):
+        if sum(img.num_tokens + IMAGE_WRAPPER_TOKENS for img in imgs) > CONTEXT_TOKENS:
+            raise context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
+                                        max_pixels=max_pixels, field=fields[i])
