@@ -4,6 +4,41 @@ from __future__ import annotations
 __version__: str
 
 # ---- geometry / probe / image (owner: native-image) ----
+import os as _os_i
+import numpy as _np_i
+import numpy.typing as _npt_i
+from collections.abc import Sequence as _Seq_i
+
+DEFAULT_MAX_DECODE_PIXELS: int
+
+def smart_resize(height: int, width: int, min_pixels: int = 4096, max_pixels: int = 1310720) -> tuple[int, int]:
+    """(resized_height, resized_width) of the reference smart_resize (factor 32); InvalidInputError on bad sizes."""
+def image_tokens(height: int, width: int, min_pixels: int = 4096, max_pixels: int = 1310720) -> int: ...
+def probe_image(src: bytes | bytearray | str | _os_i.PathLike[str], *, name: str | None = None) -> tuple[str, int, int]:
+    """Header-only (format, width, height); ImageDecodeError for unknown/truncated headers."""
+def probe_images(srcs: _Seq_i[object], *, field: str = "images") -> list[tuple[str, int, int]]: ...
+def preprocess_images(
+    srcs: _Seq_i[bytes | bytearray | str | _os_i.PathLike[str] | _npt_i.NDArray[_np_i.uint8]],
+    *,
+    min_pixels: int = 4096,
+    max_pixels: int = 1310720,
+    max_decode_pixels: int = 178956970,
+    names: list[str] | None = None,
+    field: str = "images",
+) -> list[
+    tuple[_npt_i.NDArray[_np_i.float32], tuple[int, int, int], int, tuple[int, int], tuple[int, int]]
+]:
+    """Per image: (pixel_values (N, 1536), (t, h, w), num_tokens, (orig_h, orig_w), (resized_h, resized_w)).
+    One call, GIL released, parallel over images (rayon)."""
+def decode_rgb(
+    src: bytes | bytearray | str | _os_i.PathLike[str] | _npt_i.NDArray[_np_i.uint8],
+    *,
+    min_pixels: int = 4096,
+    max_pixels: int = 1310720,
+    max_decode_pixels: int = 178956970,
+    resize: bool = True,
+) -> _npt_i.NDArray[_np_i.uint8]:
+    """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""
 
 # ---- tokenizer / prompt / batch (owner: native-text) ----
 import os as _os

@@ -91,12 +91,22 @@ pub fn sniff(b: &[u8]) -> Option<Format> {
     }
 }
 
+/// Whether a short prefix may still grow into one of the magic numbers.
+fn could_be_magic(b: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 8] =
+        [b"\x89PNG\r\n\x1a\n", &[0xFF, 0xD8, 0xFF], b"RIFF", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*"];
+    MAGICS.iter().any(|m| {
+        let n = b.len().min(m.len());
+        b[..n] == m[..n]
+    })
+}
+
 /// Probe a byte prefix. `source` names the input in errors.
 pub fn probe_prefix(b: &[u8], source: &str) -> Result<Probe> {
     if b.is_empty() {
         return Err(decode_err(source, "the image is empty (0 bytes); pass PNG, JPEG, WebP, GIF, BMP or TIFF bytes"));
     }
-    if b.len() < 12 && sniff(b).is_none() {
+    if b.len() < 12 && sniff(b).is_none() && could_be_magic(b) {
         return Ok(Probe::NeedMore(12));
     }
     let format = sniff(b).ok_or_else(|| {

@@ -1,0 +1,246 @@
+"""Image geometry, token counting and preprocessing, exact to the Qwen3-VL reference.
+
+``smart_resize`` / ``image_tokens`` are the qwen-vl-utils resize rule (factor 32, Python's
+round-half-to-even); ``count_image_tokens`` reads only an image's header; ``preprocess_image(s)``
+decode, convert to RGB (only true RGBA is composited on white), resize with Pillow's bicubic,
+normalise and patchify in native code with the GIL released.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence, Union
+
+import numpy as np
+
+from vlrank import _native
+from vlrank.errors import InvalidInputError
+
+DEFAULT_MIN_PIXELS = 4096
+DEFAULT_MAX_PIXELS = 1310720
+# Pillow's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), checked from the header.
+DEFAULT_MAX_DECODE_PIXELS = int(_native.DEFAULT_MAX_DECODE_PIXELS)
+
+# A path (str / os.PathLike), encoded bytes, a PIL.Image.Image, or a uint8 numpy array
+# (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, np.ndarray, Any]
+
+
+class ResizedSize(NamedTuple):
+    height: int
+    width: int
+
+
+class ImageTokenCount(NamedTuple):
+    """Header-only token count of one image."""
+
+    height: int
+    width: int
+    resized_height: int
+    resized_width: int
+    tokens: int
+    format: str
+
+
+class PreprocessedImage(NamedTuple):
+    """What the vision tower takes for one image."""
+
+    pixel_values: np.ndarray  # (N, 1536) float32
+    grid_thw: np.ndarray  # (1, 3) int64: (t, h, w) in 16-pixel patches, as the HF processor returns
+    num_tokens: int  # N / 4: the <|image_pad|> tokens of the prompt
+    height: int  # original size
+    width: int
+    resized_height: int
+    resized_width: int
+
+
+def _check_budget(min_pixels: int, max_pixels: int) -> None:
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)
+
+
+def _check_size(height: Any, width: Any) -> None:
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise InvalidInputError(f"{name} must be a positive int (pixels), got {value!r}", field=name)
+        if value >= 2**32:
+            raise InvalidInputError(f"{name}={value} is not an image size; pass a size below 2**32", field=name)
+
+
+def smart_resize(
+    *, height: int, width: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ResizedSize:
+    """The size the reference resizes a (height, width) image to: multiples of 32 within the budget."""
+    _check_size(height, width)
+    _check_budget(min_pixels, max_pixels)
+    h, w = _native.smart_resize(int(height), int(width), min_pixels=int(min_pixels), max_pixels=int(max_pixels))
+    return ResizedSize(h, w)
+
+
+def image_tokens(
+    *, width: int, height: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> int:
+    """Image tokens (``<|image_pad|>`` count) of a width x height image under the budget."""
+    h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
+    return (h // 32) * (w // 32)
+
+
+def _is_pil(src: Any) -> bool:
+    # Pillow is optional: only look for it when the object could be one of its images.
+    mod = type(src).__module__ or ""
+    if not mod.startswith("PIL."):
+        return False
+    from PIL import Image  # noqa: PLC0415 (lazy: Pillow is an optional dependency)
+
+    return isinstance(src, Image.Image)
+
+
+def _pil_to_array(img: Any) -> np.ndarray:
+    """A PIL image as the array the reference would see: RGBA keeps its alpha (composited on
+    white natively), L stays gray, every other mode goes through ``convert("RGB")``."""
+    if img.mode == "RGBA":
+        return np.asarray(img, dtype=np.uint8)
+    if img.mode == "L":
+        return np.asarray(img, dtype=np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _native_source(src: Any, field: str) -> Any:
+    """Turn a public source into what the native layer takes: bytes, a path str, or a uint8 array."""
+    if isinstance(src, (bytes, bytearray)):
+        return src
+    if isinstance(src, memoryview):
+        return src.tobytes()
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        if not Path(path).is_file():
+            raise InvalidInputError(f"no image file at {path!r}; pass an existing file path, bytes or an array", field=field)
+        return path
+    if isinstance(src, np.ndarray):
+        if src.dtype != np.uint8:
+            raise InvalidInputError(
+                f"image array of dtype {src.dtype}; pass uint8 (e.g. arr.astype(numpy.uint8) for 0-255 values)",
+                field=field,
+            )
+        return src
+    if _is_pil(src):
+        return _pil_to_array(src)
+    raise InvalidInputError(
+        f"got {type(src).__name__}; pass a file path, encoded image bytes, a PIL image or a uint8 numpy array",
+        field=field,
+    )
+
+
+def count_image_tokens(
+    src: str | os.PathLike[str] | bytes,
+    *,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ImageTokenCount:
+    """Token count of an image from its header alone (never decodes pixels)."""
+    _check_budget(min_pixels, max_pixels)
+    native = _native_source(src, "src")
+    if isinstance(native, np.ndarray):
+        if native.ndim not in (2, 3):
+            raise InvalidInputError(f"image array of shape {native.shape}; pass (H, W) or (H, W, C)", field="src")
+        fmt, width, height = "array", int(native.shape[1]), int(native.shape[0])
+    else:
+        fmt, width, height = _native.probe_image(native)
+    h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
+    return ImageTokenCount(height, width, h, w, (h // 32) * (w // 32), fmt)
+
+
+def _wrap(result: tuple) -> PreprocessedImage:
+    pixel_values, (t, gh, gw), num_tokens, (oh, ow), (rh, rw) = result
+    return PreprocessedImage(
+        pixel_values=pixel_values,
+        grid_thw=np.array([[t, gh, gw]], dtype=np.int64),
+        num_tokens=int(num_tokens),
+        height=oh,
+        width=ow,
+        resized_height=rh,
+        resized_width=rw,
+    )
+
+
+def preprocess_images(
+    srcs: Sequence[ImageInput],
+    *,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+) -> list[PreprocessedImage]:
+    """Preprocess many images in one native call (GIL released, parallel over images)."""
+    _check_budget(min_pixels, max_pixels)
+    if isinstance(srcs, (str, bytes, bytearray, np.ndarray)) or _is_pil(srcs):
+        raise InvalidInputError("pass a list of images (e.g. [src]); for one image use preprocess_image", field="srcs")
+    items = [_native_source(s, f"srcs[{i}]") for i, s in enumerate(srcs)]
+    names = [s if isinstance(s, str) else f"srcs[{i}]" for i, s in enumerate(items)]
+    out = _native.preprocess_images(
+        items,
+        min_pixels=int(min_pixels),
+        max_pixels=int(max_pixels),
+        max_decode_pixels=int(max_decode_pixels),
+        names=names,
+    )
+    return [_wrap(r) for r in out]
+
+
+def preprocess_image(
+    src: ImageInput,
+    *,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+) -> PreprocessedImage:
+    """Preprocess one image: ``.pixel_values`` (N, 1536) float32, ``.grid_thw`` (1, 3), ``.num_tokens``."""
+    _check_budget(min_pixels, max_pixels)
+    item = _native_source(src, "src")
+    name = item if isinstance(item, str) else "src"
+    (out,) = _native.preprocess_images(
+        [item],
+        min_pixels=int(min_pixels),
+        max_pixels=int(max_pixels),
+        max_decode_pixels=int(max_decode_pixels),
+        names=[name],
+    )
+    return _wrap(out)
+
+
+def preprocess_native_items(
+    items: Sequence[bytes | np.ndarray],
+    *,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    names: Sequence[str] | None = None,
+) -> list[PreprocessedImage]:
+    """For the facade: items already resolved to encoded bytes or uint8 arrays (one native call).
+    ``names`` label the items in errors (e.g. ``documents[2].content[0].image_url.url``)."""
+    _check_budget(min_pixels, max_pixels)
+    out = _native.preprocess_images(
+        list(items),
+        min_pixels=int(min_pixels),
+        max_pixels=int(max_pixels),
+        names=list(names) if names is not None else None,
+    )
+    return [_wrap(r) for r in out]
+
+
+__all__ = [
+    "DEFAULT_MIN_PIXELS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_DECODE_PIXELS",
+    "ResizedSize",
+    "ImageTokenCount",
+    "PreprocessedImage",
+    "smart_resize",
+    "image_tokens",
+    "count_image_tokens",
+    "preprocess_image",
+    "preprocess_images",
+    "preprocess_native_items",
+]
