@@ -1,0 +1,41 @@
+"""``vlrank embed --model M TEXT... [--dimensions K] [--instruction I]``: JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vlrank.errors import InvalidInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("embed", help="embed texts (OpenAI/IONOS-shaped JSON on stdout)")
+    p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
+    p.add_argument("texts", nargs="*", help="texts to embed")
+    p.add_argument("--inputs", type=Path, default=None,
+                   help="a JSON-lines file, one input per line (a JSON string or an IONOS/OpenAI input object)")
+    p.add_argument("--instruction", default=None)
+    p.add_argument("--dimensions", type=int, default=None)
+    p.add_argument("--encoding-format", choices=["float", "base64"], default="float")
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlrank.cli.rerank import read_jsonl
+    from vlrank.embedder import Embedder
+
+    inputs = list(args.texts)
+    if args.inputs is not None:
+        inputs += read_jsonl(args.inputs, field="--inputs")
+    if not inputs:
+        raise InvalidInputError("nothing to embed: pass TEXT arguments or --inputs FILE.jsonl", field="input")
+    em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
+    out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
+                   encoding_format=args.encoding_format)
+    json.dump(out, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,58 @@
+"""``vlrank rerank --model M --query Q (--document D ... | --documents FILE.jsonl) [--top-n N]``: JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vlrank.errors import InvalidInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rerank", help="rerank documents against a query (IONOS-shaped JSON on stdout)")
+    p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
+    p.add_argument("--query", required=True, help="the query text")
+    p.add_argument("--document", action="append", default=[], help="a document text (repeatable)")
+    p.add_argument("--documents", type=Path, default=None,
+                   help="a JSON-lines file, one document per line (a JSON string or an IONOS/OpenAI document object)")
+    p.add_argument("--top-n", type=int, default=None)
+    p.add_argument("--instruction", default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--no-documents", action="store_true", help="leave the documents out of the results")
+    p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def read_jsonl(path: Path, *, field: str) -> list:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInputError(f"{field}: cannot read {path} ({exc})", field=field) from exc
+    items = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{field}: {path}:{n} is not JSON ({exc}); write one JSON value per line",
+                                        field=field) from exc
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlrank.reranker import Reranker
+
+    docs = list(args.document)
+    if args.documents is not None:
+        docs += read_jsonl(args.documents, field="--documents")
+    if not docs:
+        raise InvalidInputError("no documents: pass --document TEXT (repeatable) or --documents FILE.jsonl",
+                                field="documents")
+    rr = Reranker(args.model, max_length=args.max_length, providers=args.providers)
+    out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
+                    return_documents=not args.no_documents)
+    json.dump(out, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
