@@ -110,12 +110,11 @@ class Embedder:
         instruction = check_instruction(instruction)
         inputs = parse_embedding_input(input=input, messages=messages, policy=self.fetch_policy)
         per_input = self._prepare_images(inputs, images)
-        ids = _native.build_vl_embed_ids_batch(
-            self.runner.tokenizer,
-            inputs=[([img.num_tokens for img in imgs], list(x.texts)) for imgs, x in zip(per_input, inputs)],
-            instruction=instruction,
-            max_length=self.max_length,
-        )
+        # (vision hook) multimodal.vl_embed_ids = build_vl_embed_ids_batch + image-aware context errors.
+        from vlrank.multimodal import vl_embed_ids
+
+        ids = vl_embed_ids(self.runner.tokenizer, inputs=inputs, images=per_input, instruction=instruction,
+                           max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         return _Prepared([Row(list(r), imgs) for r, imgs in zip(ids, per_input)], dimensions, encoding_format)
 
     @staticmethod

@@ -157,14 +157,13 @@ class Reranker:
             rows = [Row(list(r)) for r in ids]
         else:
             q_imgs, *d_imgs = self._prepare_images([q, *docs], images)
-            ids = _native.build_vl_rerank_ids_batch(
-                tok,
-                query_images=[img.num_tokens for img in q_imgs],
-                query_texts=list(q.texts),
-                documents=[([img.num_tokens for img in di], list(d.texts)) for di, d in zip(d_imgs, docs)],
-                instruction=instruction,
-                max_length=self.max_length,
-            )
+            # (vision hook) multimodal.vl_rerank_ids = build_vl_rerank_ids_batch + context errors that name
+            # the document, the tokens it needs and a max_pixels that fits.
+            from vlrank.multimodal import vl_rerank_ids
+
+            ids = vl_rerank_ids(tok, query=q, documents=docs, query_images=q_imgs, doc_images=d_imgs,
+                                instruction=instruction, max_length=self.max_length,
+                                min_pixels=self.min_pixels, max_pixels=self.max_pixels)
             rows = [Row(list(r), q_imgs + di) for r, di in zip(ids, d_imgs)]
         return _Prepared(docs, rows, top_n, return_documents)
 
