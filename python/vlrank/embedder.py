@@ -43,6 +43,8 @@ class Embedder:
         if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
             raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
         self.fetch_policy = fetch_policy
+        if max_length is not None:  # fail before loading anything
+            check_max_length(max_length, default=0, context=_native.CONTEXT_TOKENS)
         self.runner = ModelRunner(model, task="embed", providers=providers, batch_tokens=batch_tokens)
         m = self.runner.manifest
         self.max_length = check_max_length(max_length, default=m.max_length,

@@ -141,6 +141,23 @@ def resolve_model_dir(model: str | Path, *, task: str) -> Path:
     return target
 
 
+_TOKENIZERS: dict[tuple[str, int, int], object] = {}
+
+
+def load_tokenizer(path: Path):
+    """The native tokenizer of ``path``, parsed once per process (a Qwen tokenizer.json is 18 MB and
+    takes ~1.5 s to load; facades on the same model share it — it is immutable)."""
+    from vlrank import _native
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    tok = _TOKENIZERS.get(key)
+    if tok is None:
+        tok = _native.Tokenizer.from_file(str(path))
+        _TOKENIZERS[key] = tok
+    return tok
+
+
 class Row:
     """One decoder row: prompt ids plus the prepared images whose pads it holds (in order)."""
 
@@ -179,7 +196,7 @@ class ModelRunner:
         self.providers = providers
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
-        self.tokenizer = _native.Tokenizer.from_file(str(self.manifest.file("tokenizer")))
+        self.tokenizer = load_tokenizer(self.manifest.file("tokenizer"))
         self.session = create_session(self.manifest.file("decoder"), providers=providers)
         self.output = self.manifest.data["decoder"]["output"]
         self.family = self.manifest.family
