@@ -82,25 +82,35 @@ impl Marks {
 
 /// Builds an id sequence: text accumulates into the current run; a control token ends the run
 /// (which is encoded as one plain string) and is appended by id.
+/// A run made only of template text (`fixed`) is memoised per tokenizer; one holding user text
+/// (`text`) is encoded afresh.
 struct Assembler<'t> {
     tok: &'t Tokenizer,
     ids: Vec<u32>,
     run: String,
+    run_is_fixed: bool,
 }
 
 impl<'t> Assembler<'t> {
     fn new(tok: &'t Tokenizer) -> Self {
-        Assembler { tok, ids: Vec::new(), run: String::new() }
+        Assembler { tok, ids: Vec::new(), run: String::new(), run_is_fixed: true }
     }
+    /// User-dependent text (or anything not constant across prompts).
     fn text(&mut self, s: &str) {
+        self.run.push_str(s);
+        self.run_is_fixed = false;
+    }
+    /// Constant template text.
+    fn fixed(&mut self, s: &'static str) {
         self.run.push_str(s);
     }
     fn flush(&mut self) -> Result<()> {
         if !self.run.is_empty() {
-            let ids = self.tok.encode(&self.run)?;
+            let ids = if self.run_is_fixed { self.tok.encode_template(&self.run)? } else { self.tok.encode(&self.run)? };
             self.ids.extend(ids);
             self.run.clear();
         }
+        self.run_is_fixed = true;
         Ok(())
     }
     fn control(&mut self, id: u32) -> Result<()> {
@@ -110,7 +120,7 @@ impl<'t> Assembler<'t> {
     }
     fn side(&mut self, marks: &Marks, side: &Side) -> Result<()> {
         if side.images.is_empty() && side.texts.is_empty() {
-            self.text("NULL");
+            self.fixed("NULL");
             return Ok(());
         }
         for &n in &side.images {
@@ -226,21 +236,21 @@ pub fn vl_rerank_ids(
     let marks = Marks::of(tok)?;
     let mut a = Assembler::new(tok);
     a.control(marks.im_start)?;
-    a.text("system\n");
-    a.text(RERANK_SYSTEM);
+    a.fixed("system\n");
+    a.fixed(RERANK_SYSTEM);
     a.control(marks.im_end)?;
-    a.text("\n");
+    a.fixed("\n");
     a.control(marks.im_start)?;
-    a.text("user\n<Instruct>: ");
+    a.fixed("user\n<Instruct>: ");
     a.text(instruction_or(instruction, VL_RERANK_DEFAULT_INSTRUCTION));
-    a.text("<Query>:");
+    a.fixed("<Query>:");
     a.side(&marks, query)?;
-    a.text("\n<Document>:");
+    a.fixed("\n<Document>:");
     a.side(&marks, document)?;
     a.control(marks.im_end)?;
-    a.text("\n");
+    a.fixed("\n");
     a.control(marks.im_start)?;
-    a.text("assistant\n");
+    a.fixed("assistant\n");
     let ids = a.finish()?;
     let out = truncate_keep_special(&ids, max_length, &truncation_special_ids(tok));
     if out.len() > CONTEXT_TOKENS {
@@ -286,17 +296,17 @@ pub fn vl_embed_ids(tok: &Tokenizer, input: &Side, instruction: Option<&str>, ma
     let marks = Marks::of(tok)?;
     let mut a = Assembler::new(tok);
     a.control(marks.im_start)?;
-    a.text("system\n");
+    a.fixed("system\n");
     a.text(&embed_instruction(instruction));
     a.control(marks.im_end)?;
-    a.text("\n");
+    a.fixed("\n");
     a.control(marks.im_start)?;
-    a.text("user\n");
+    a.fixed("user\n");
     a.side(&marks, input)?;
     a.control(marks.im_end)?;
-    a.text("\n");
+    a.fixed("\n");
     a.control(marks.im_start)?;
-    a.text("assistant\n");
+    a.fixed("assistant\n");
     let mut ids = a.finish()?;
     if ids.len() > max_length {
         let pads: usize = input.images.iter().sum();
@@ -350,21 +360,21 @@ fn text_rerank_frame(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
     let marks = Marks::of(tok)?;
     let mut p = Assembler::new(tok);
     p.control(marks.im_start)?;
-    p.text("system\n");
-    p.text(RERANK_SYSTEM);
+    p.fixed("system\n");
+    p.fixed(RERANK_SYSTEM);
     p.control(marks.im_end)?;
-    p.text("\n");
+    p.fixed("\n");
     p.control(marks.im_start)?;
-    p.text("user\n");
+    p.fixed("user\n");
     let mut s = Assembler::new(tok);
     s.control(marks.im_end)?;
-    s.text("\n");
+    s.fixed("\n");
     s.control(marks.im_start)?;
-    s.text("assistant\n");
+    s.fixed("assistant\n");
     s.control(tok.required_id("<think>")?)?;
-    s.text("\n\n");
+    s.fixed("\n\n");
     s.control(tok.required_id("</think>")?)?;
-    s.text("\n\n");
+    s.fixed("\n\n");
     Ok((p.finish()?, s.finish()?))
 }
 

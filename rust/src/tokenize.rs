@@ -13,6 +13,9 @@
 //! tokens from matching; Qwen's non-special added tokens (`<think>`, `<tool_call>`, ...) would still
 //! be split out of user text.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use rayon::prelude::*;
 use tokenizers::{AddedVocabulary, Tokenizer as HfTokenizer};
 
@@ -26,7 +29,12 @@ pub struct Tokenizer {
     plain: HfTokenizer,
     /// Number of ids `decode` accepts (model vocabulary plus added tokens).
     vocab_size: usize,
+    /// Ids of the prompt templates' fixed text runs (a handful of strings, bounded by TEMPLATE_CACHE_MAX).
+    template_runs: RwLock<HashMap<String, Vec<u32>>>,
 }
+
+/// The templates have fewer than ten fixed runs; the bound only guards against misuse.
+const TEMPLATE_CACHE_MAX: usize = 64;
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +72,7 @@ impl Tokenizer {
         if vocab_size == 0 {
             return Err(tok_err(format!("{source} has an empty vocabulary; pass a real tokenizer.json")));
         }
-        Ok(Tokenizer { full, plain, vocab_size })
+        Ok(Tokenizer { full, plain, vocab_size, template_runs: RwLock::new(HashMap::new()) })
     }
 
     /// Plain-text ids of `text`: no special tokens added, none parsed out of the text.
@@ -78,6 +86,20 @@ impl Tokenizer {
             .encode_fast(text, false)
             .map_err(|e| tok_err(format!("cannot encode text: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// `encode` of fixed template text (e.g. the system prompt), memoised: every prompt repeats it.
+    /// Never call it with user text (the memo is bounded, but user text would only churn it).
+    pub fn encode_template(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some(ids) = self.template_runs.read().expect("template cache lock").get(text) {
+            return Ok(ids.clone());
+        }
+        let ids = self.encode(text)?;
+        let mut memo = self.template_runs.write().expect("template cache lock");
+        if memo.len() < TEMPLATE_CACHE_MAX {
+            memo.insert(text.to_owned(), ids.clone());
+        }
+        Ok(ids)
     }
 
     /// `encode` over many texts in parallel (rayon); output order = input order.
