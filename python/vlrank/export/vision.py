@@ -156,8 +156,16 @@ class VisionBuilder:
         q = g.transpose(self._rope(q, cos, sin), [1, 0, 2])  # (nh, N, hd)
         k = g.transpose(self._rope(k, cos, sin), [1, 2, 0])  # (nh, hd, N)
         v = g.transpose(v, [1, 0, 2])
-        scores = g.mul(g.matmul(q, k), g.const(s.head_dim**-0.5, np.float32))
-        ctx = g.matmul(g.softmax(scores, -1), v)  # (nh, N, hd)
+        # One head at a time: the (N, N) scores of a head are freed before the next head's are made, so
+        # peak memory is 1/nh of a batched (nh, N, N) product (N = 5,120 patches at the default budget:
+        # 105 MB instead of 1.7 GB for 16 heads), while each per-head GEMM stays large.
+        scale = g.const(s.head_dim**-0.5, np.float32)
+        ctxs = []
+        for q_h, k_h, v_h in zip(g.split(q, [1] * s.heads, axis=0), g.split(k, [1] * s.heads, axis=0),
+                                 g.split(v, [1] * s.heads, axis=0)):
+            scores = g.mul(g.matmul(q_h, k_h), scale)  # (1, N, N)
+            ctxs.append(g.matmul(g.softmax(scores, -1), v_h))  # (1, N, hd)
+        ctx = g.concat(ctxs, axis=0) if len(ctxs) > 1 else ctxs[0]  # (nh, N, hd)
         ctx = g.reshape(g.transpose(ctx, [1, 0, 2]), [0, s.hidden])
         x = g.add(x, self._linear(ctx, p + "attn.proj"))
         h = self._layer_norm(x, p + "norm2")
