@@ -3,16 +3,17 @@
 What the facade (reranker.py / embedder.py) does with it, per call::
 
     images = ImageBatch(tower, min_pixels=..., max_pixels=...)
-    per_side = images.prepare(parsed_inputs)          # preprocess each distinct image once
-    counts = [images.token_counts(side) for side in per_side]   # -> the prompt builders
-    ... build ids per row (query images + doc images for rerank, the input's images for embed) ...
-    pos = images.positions(ids, row_images)                      # (3, L) per row, rope.rs
-    image_embeds, deepstack = images.features(rows_images_in_batch_order)   # decoder feeds
+    per_side = images.prepare(parsed_inputs)        # header-only probe: token counts, nothing decoded
+    ids = vl_rerank_ids(tok, query=..., documents=..., query_images=..., doc_images=..., ...)  # or vl_embed_ids
+    pos = images.positions(ids[i], row_images[i], image_pad_id=...)     # (3, L) per row, rope.rs
+    image_embeds, deepstack = images.features(images_of_the_batch_rows)  # decodes, runs the tower
 
-Within one ``ImageBatch`` every distinct image (same bytes or pixels, same pixel budget) is preprocessed
-once and run through the vision tower once, however many rows use it: a query image reranked against
-100 documents costs one tower run. The tower runs one image per session call (its graph has no
-cross-image mask), so images of different sizes never need padding.
+Within one ``ImageBatch`` every distinct image (same bytes or pixels, same pixel budget) is decoded once
+and run through the vision tower once, however many rows use it: a query image reranked against 100
+documents costs one tower run. Decoding waits until features are needed (all pending images of a batch in
+one parallel native call), so a prompt over the context fails, with advice, before any pixel is decoded.
+The tower runs one image per session call (its graph has no cross-image mask), so images of different
+sizes never need padding.
 """
 
 from __future__ import annotations
