@@ -16,13 +16,15 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+import logging
 from typing import Any
 
-from vlrank.errors import InvalidInputError, VlrankError
+from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
 from vlrank.fetch import FetchPolicy
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query
 
 RERANK, EMBED = "rerank", "embed"
+log = logging.getLogger("vlrank.server")
 
 # Cost estimate in tokens: Qwen's BPE averages ~4 UTF-8 bytes per token on English and fewer on other
 # scripts; 3 keeps the estimate on the safe (larger) side. Images cost their real token count when the
@@ -30,6 +32,7 @@ RERANK, EMBED = "rerank", "embed"
 _BYTES_PER_TOKEN = 3
 _PAIR_OVERHEAD = 48  # system prompt + template tokens around a rerank pair / embedding input
 _IMAGE_GUESS = 256
+CONTEXT_TOKENS = 32_768  # the Qwen3 / Qwen3-VL context every pair must fit
 
 
 @dataclass(frozen=True)
@@ -45,27 +48,36 @@ def _text_tokens(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass")) // _BYTES_PER_TOKEN + 1
 
 
-def _image_tokens(image: Any) -> int:
-    counter = _native_image_counter()
-    if counter is not None and getattr(image, "data", None) is not None:
-        try:
-            return int(counter(image.data))
-        except Exception:  # noqa: BLE001 - only an estimate; the facade reports real errors later
+def _image_tokens(image: Any, pixels: tuple[int, int]) -> int:
+    """Exact prompt tokens of one image (header probe + the reference resize rule) plus its two wrapper
+    tokens; a guess when the header cannot be read (the facade then reports the real error)."""
+    from vlrank import _native
+
+    try:
+        if getattr(image, "data", None) is not None:
+            _fmt, width, height = _native.probe_image(bytes(image.data))
+        elif getattr(image, "array", None) is not None:
+            height, width = (int(v) for v in image.array.shape[:2])
+        else:
             return _IMAGE_GUESS
-    array = getattr(image, "array", None)
-    if array is not None and getattr(array, "ndim", 0) >= 2:
-        return max(1, int(array.shape[0]) * int(array.shape[1]) // 1024)
-    return _IMAGE_GUESS
+        return int(_native.image_tokens(height, width, pixels[0], pixels[1])) + 2
+    except Exception:  # noqa: BLE001 - only an estimate
+        return _IMAGE_GUESS
 
 
-def _native_image_counter() -> Any:
-    import vlrank
-
-    return getattr(vlrank, "count_image_tokens", None)
+def _pixels(model: Any) -> tuple[int, int]:
+    return int(getattr(model, "min_pixels", 4096)), int(getattr(model, "max_pixels", 1310720))
 
 
-def _side_tokens(side: ParsedInput) -> int:
-    return sum(_text_tokens(t) for t in side.texts) + sum(_image_tokens(i) for i in side.images)
+def _images_over_context(tokens: int, *, field: str) -> ContextTooLongError:
+    return ContextTooLongError(
+        f"{field}: its images alone need {tokens} tokens, over the model's {CONTEXT_TOKENS}-token context; "
+        "pass fewer or smaller images", field=field)
+
+
+def _side_tokens(side: ParsedInput, pixels: tuple[int, int]) -> tuple[int, int]:
+    """(text tokens estimate, exact image tokens) of one side."""
+    return sum(_text_tokens(t) for t in side.texts), sum(_image_tokens(i, pixels) for i in side.images)
 
 
 
@@ -85,8 +97,19 @@ class RerankEngine:
                 return_documents: bool) -> Prepared:
         parsed_query = parse_query(query, policy=self.policy)
         parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
-        q = _side_tokens(parsed_query) + (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
-        cost = sum(q + _side_tokens(d) for d in parsed_docs)
+        pixels = _pixels(self.model)
+        q_text, q_img = _side_tokens(parsed_query, pixels)
+        if q_img > CONTEXT_TOKENS:
+            raise _images_over_context(q_img, field="query")
+        q = q_text + q_img + (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
+        cost = 0
+        for i, doc in enumerate(parsed_docs):
+            d_text, d_img = _side_tokens(doc, pixels)
+            # Images are never truncated, so image tokens over the context are an error for sure; catching it
+            # here keeps a hopeless request from reaching (and exhausting) the model.
+            if q_img + d_img > CONTEXT_TOKENS:
+                raise _images_over_context(q_img + d_img, field=f"documents[{i}]")
+            cost += q + d_text + d_img
         # The facade's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
         # policy, in a request thread) is the only one: images are fetched once, never by the model worker.
         payload = {"query": parsed_query, "documents": parsed_docs, "top_n": top_n, "instruction": instruction,
@@ -94,9 +117,7 @@ class RerankEngine:
         return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
 
     def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        if self._many is not None and len(payloads) > 1:
-            return [self._named(r) for r in self._many(list(payloads))]
-        return [self._one(p) for p in payloads]
+        return _run_batch(self._many, self._one, payloads, self._named)
 
     def _one(self, payload: dict[str, Any]) -> Any:
         try:
@@ -136,7 +157,14 @@ class EmbedEngine:
         parsed = parse_embedding_input(input=input, messages=messages, policy=self.policy,
                                        max_inputs=self.max_documents)
         extra = (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
-        cost = sum(_side_tokens(p) + extra for p in parsed)
+        pixels = _pixels(self.model)
+        cost = 0
+        for i, side in enumerate(parsed):
+            text, img = _side_tokens(side, pixels)
+            if img > CONTEXT_TOKENS:
+                field = "input" if len(parsed) == 1 and not isinstance(input, list) else f"input[{i}]"
+                raise _images_over_context(img, field="messages" if messages is not None else field)
+            cost += text + img + extra
         payload: dict[str, Any] = {"instruction": instruction, "dimensions": dimensions,
                                    "encoding_format": encoding_format}
         # One parsed input stands for a string, one object or a messages list (all give one embedding);
@@ -145,9 +173,7 @@ class EmbedEngine:
         return Prepared(payload=payload, cost=cost, items=len(parsed))
 
     def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        if self._many is not None and len(payloads) > 1:
-            return [self._named(r) for r in self._many(list(payloads))]
-        return [self._one(p) for p in payloads]
+        return _run_batch(self._many, self._one, payloads, self._named)
 
     def _one(self, payload: dict[str, Any]) -> Any:
         try:
@@ -166,6 +192,19 @@ class EmbedEngine:
             {"input": [{"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}],
              "instruction": None, "dimensions": None, "encoding_format": "float"},
         ]
+
+
+def _run_batch(many: Any, one: Any, payloads: Sequence[dict[str, Any]], named: Any) -> list[Any]:
+    """One model plan for the whole batch when the facade has ``*_many``; if that plan fails outright
+    (not a typed per-call error), each request is retried alone so one bad request cannot fail the
+    others; without the hook, requests run one by one."""
+    if many is not None and len(payloads) > 1:
+        try:
+            return [named(r) for r in many(list(payloads))]
+        except Exception:  # noqa: BLE001 - isolate the culprit below; its own error reaches its client
+            log.warning("batched call of %d requests failed; retrying them one by one", len(payloads),
+                        exc_info=True)
+    return [one(p) for p in payloads]
 
 
 def is_warmup_refusal(exc: BaseException) -> bool:
