@@ -11,7 +11,7 @@ from vlrank import _native
 from vlrank.errors import InvalidInputError
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 3000), max_size=60),
     max_batch_size=st.integers(1, 16),
@@ -46,7 +46,7 @@ def test_plan_examples() -> None:
     assert e.value.field == "lengths[1]"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     seqs=st.lists(st.lists(st.integers(0, 151_000), max_size=30), min_size=1, max_size=8),
     pad_id=st.integers(0, 151_643),
