@@ -235,6 +235,49 @@ fn probe_jpeg(b: &[u8], source: &str) -> Result<Probe> {
     }
 }
 
+/// Whether a JPEG runs from SOI through its scans to an EOI marker. The decoder we use fills a
+/// truncated scan with gray instead of failing; Pillow raises "image file is truncated", and a
+/// silently half-gray image must never reach the model, so we check the structure first. Inside
+/// entropy-coded data 0xFF is always followed by 0x00 (stuffing) or an RST marker, so the next
+/// real marker is found by a linear scan (an EXIF thumbnail's EOI lives inside APP1 and is skipped).
+pub fn jpeg_is_complete(b: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            return false;
+        }
+        let code = b[i + 1];
+        i += 2;
+        match code {
+            0xFF => i -= 1, // fill byte
+            0xD9 => return true,
+            0xD0..=0xD7 | 0x01 | 0xD8 => {}
+            _ => {
+                if i + 2 > b.len() {
+                    return false;
+                }
+                let len = u16be(b, i) as usize;
+                i += len;
+                if code == 0xDA {
+                    // entropy-coded data up to the next marker
+                    loop {
+                        match b.get(i..).and_then(|rest| rest.iter().position(|&x| x == 0xFF)) {
+                            None => return false,
+                            Some(p) => i += p,
+                        }
+                        match b.get(i + 1) {
+                            None => return false,
+                            Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => i += 1,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
 /// The first IFD's ImageWidth (256) and ImageLength (257), either byte order.
 fn probe_tiff(b: &[u8], source: &str) -> Result<Probe> {
     if b.len() < 8 {
@@ -434,6 +477,18 @@ mod tests {
             let t = tiff(le, 9000, &[(256, 4, 5), (257, 3, 7)]);
             assert!(matches!(probe_prefix(&t[..4096], "t").unwrap(), Probe::NeedMore(9002)));
             assert_eq!(info(&t).width, 5);
+        }
+    }
+
+    #[test]
+    fn jpeg_completeness() {
+        // SOI, APP1 holding a thumbnail EOI, SOS with stuffed 0xFF00 and an RST, EOI
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0, 0];
+        v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56]);
+        let full = [v.clone(), vec![0xFF, 0xD9]].concat();
+        assert!(jpeg_is_complete(&full));
+        for cut in 3..full.len() - 1 {
+            assert!(!jpeg_is_complete(&full[..cut]), "cut at {cut}");
         }
     }
 
