@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +33,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden"
-sys.path.insert(0, str(REPO / "tests"))
 
 QUERY = "What is the capital of France?"
 DOC = "Paris is the capital and largest city of France."
@@ -61,19 +66,77 @@ def server_latency(url: str, n: int) -> list[float]:
     return out
 
 
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams. httpx's AsyncClient itself slows down at
+    32 connections (even GET /health drops from ~300 to ~120 req/s), which would measure the client."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def throughput(url: str, *, total: int, concurrency: int) -> float:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        counter = iter(range(total))
+    counter = iter(range(total))
 
-        async def worker() -> None:
+    async def worker() -> None:
+        conn = RawConnection(url)
+        try:
             for i in counter:
-                r = await client.post("/v1/rerank", json={"model": "rr", "query": QUERY, "documents": [f"{DOC} {i}"]})
-                r.raise_for_status()
+                status, payload = await conn.post("/v1/rerank", {"model": "rr", "query": QUERY,
+                                                                 "documents": [f"{DOC} {i}"]})
+                if status != 200:
+                    raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
+        finally:
+            await conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def serve(model_dir: Path):
+    """`vlrank serve --model rr=DIR --port 0` in a subprocess; yields its base URL once /health is 200."""
+    proc = subprocess.Popen([sys.executable, "-m", "vlrank.cli", "serve", "--model", f"rr={model_dir}", "--port", "0",
+                             "--max-queue", "4096", "--log-level", "info"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError("vlrank serve exited")
+            if m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
+                url = m.group(1)
+        while httpx.get(url + "/health").status_code != 200:
+            time.sleep(0.05)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
 
 
 def main() -> int:
@@ -85,26 +148,25 @@ def main() -> int:
     args = parser.parse_args()
 
     import vlrank
-    from server_support import LiveServer
     from vlrank.export import export
-    from vlrank.server import ServerSettings, create_app
 
     out = Path(tempfile.mkdtemp(prefix="vlrank-bench-server-")) / "rr"
     export(args.checkpoint, out, task="rerank", progress=False)
     direct = vlrank.Reranker(str(out), name="rr")
-    served = vlrank.Reranker(str(out), name="rr")
     library_latency(direct, 20)  # warm up
     lib = library_latency(direct, args.latency_requests)
+    batching = "rerank_many (one model plan per scheduler batch)" if hasattr(direct, "rerank_many") \
+        else "public rerank() per request"
+    del direct
 
-    app = create_app({"rr": served}, settings=ServerSettings(max_queue=4096))
-    with LiveServer(app) as server:
-        server_latency(server.url, 20)
-        srv = server_latency(server.url, args.latency_requests)
-        asyncio.run(throughput(server.url, total=64, concurrency=8))  # warm the connection pool path
-        t1 = asyncio.run(throughput(server.url, total=args.requests, concurrency=1))
-        t32 = asyncio.run(throughput(server.url, total=args.requests, concurrency=32))
-        batching = "rerank_many (one model plan per scheduler batch)" if hasattr(served, "rerank_many") \
-            else "public rerank() per request (facade has no rerank_many yet)"
+    # The server runs as `vlrank serve` in its own process, as deployed: a client in the same process
+    # would share the GIL with it and measure itself.
+    with serve(out) as url:
+        server_latency(url, 20)
+        srv = server_latency(url, args.latency_requests)
+        asyncio.run(throughput(url, total=64, concurrency=8))  # warm the connection pool path
+        t1 = asyncio.run(throughput(url, total=args.requests, concurrency=1))
+        t32 = asyncio.run(throughput(url, total=args.requests, concurrency=32))
 
     ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
     rows = [

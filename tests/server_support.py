@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
@@ -18,15 +17,14 @@ class LiveServer:
         self.app = app
         self.ready_timeout = ready_timeout
         self.wait_ready = wait_ready
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
-                                backlog=2048, limit_concurrency=None)
+        # uvicorn binds port 0 itself: a socket handed in via sockets=[...] is accepted from without
+        # TCP_NODELAY, which adds a ~40 ms delayed-ACK stall to every response.
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=30, backlog=2048)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.port = 0
+        self.url = ""
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> LiveServer:
         self.thread.start()
@@ -37,6 +35,8 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start within 30 s")
             time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         if self.wait_ready:
             self.until_healthy(self.ready_timeout)
         return self

@@ -3,6 +3,7 @@ breaks disconnect detection)."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Any
@@ -70,12 +71,48 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class AuthMiddleware:
+    """``Authorization: Bearer <key>`` on every path under ``protected_prefix``; 401 JSON otherwise.
+
+    The key is compared with ``hmac.compare_digest`` on bytes (constant time); header bytes are taken as
+    sent (latin-1), so a non-ASCII key must be configured as the same bytes.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, protected_prefix: str) -> None:
+        self.app = app
+        self.key = api_key.encode("utf-8") if api_key is not None else None
+        self.prefix = protected_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is None or scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = token.strip()
+                break
+        if given and hmac.compare_digest(given, self.key):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": {
+            "message": "missing or wrong API key; send 'Authorization: Bearer <key>'",
+            "type": "authentication_error", "param": None, "code": "invalid_api_key"}}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 class MetricsMiddleware:
     """Counts answers by route template / method / status and observes latency per route."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, known_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
+        self.known = known_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,6 +131,8 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             # The route *template*, never the raw path: fuzzers and scanners must not grow the label set.
-            label = getattr(route, "path", None) or "unmatched"
+            # (Answers given before routing, e.g. 401 / 413, are labelled with the path when it is a real one.)
+            path = scope.get("path", "")
+            label = getattr(route, "path", None) or (path if path in self.known else "unmatched")
             self.metrics.requests.labels(label, scope.get("method", ""), str(status["code"])).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
