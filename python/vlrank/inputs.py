@@ -363,9 +363,11 @@ def parse_embedding_input(
     """
     policy = _check_policy(policy)
     if (input is None) == (messages is None):
+        # (QA fix) the message always began "input:" while the field said "messages" when both were given.
+        fld = "input" if input is None else "messages"
         raise InvalidInputError(
-            "input: pass exactly one of input= (a string or a list) or messages= (a chat message list)",
-            field="input" if input is None else "messages",
+            f"{fld}: pass exactly one of input= (a string or a list) or messages= (a chat message list)",
+            field=fld,
         )
     if messages is not None:
         return _resolve([_parse_messages(messages)], policy=policy)

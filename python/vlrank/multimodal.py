@@ -18,14 +18,15 @@ sizes never need padding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vlrank import _native
-from vlrank.errors import ContextTooLongError, ImageDecodeError, InvalidInputError
+from vlrank.errors import ContextTooLongError, ImageDecodeError, InvalidInputError, VlrankError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
 
 CONTEXT_TOKENS = 32_768
@@ -44,6 +45,22 @@ def payload_key(payload: bytes | np.ndarray) -> str:
         h.update(f"array\0{arr.dtype.str}\0{arr.shape}\0".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _named(origin: str) -> Iterator[None]:
+    """(QA fix) Re-raise a native image error so that it names ``origin`` (the caller's field path, e.g.
+    ``documents[2].content[0].image_url.url``) in ``.field`` and in the message, keeping its class."""
+    try:
+        yield
+    except VlrankError as exc:
+        if exc.field == origin:
+            raise
+        message = str(exc)
+        if exc.field and message.startswith(f"{exc.field}: "):  # e.g. "image: aspect ratio ..."
+            message = message[len(exc.field) + 2 :]
+        message = message if origin in message else f"{origin}: {message}"
+        raise type(exc)(message, field=origin) from exc
 
 
 class PreparedImage:
@@ -167,7 +184,15 @@ class ImageBatch:
         encoded = [(k, p, o) for k, (p, o) in todo.items() if not isinstance(p, np.ndarray)]
         sizes: dict[tuple[str, int, int], tuple[int, int]] = {}
         if encoded:
-            infos = _native.probe_images([p for _, p, _ in encoded], field="images")
+            try:
+                infos = _native.probe_images([p for _, p, _ in encoded], field="images")
+            except VlrankError:
+                # (QA fix) the native probe names images by their position in this list ("images[0]") and
+                # leaves .field unset; re-probe one by one so the error names the caller's field path.
+                for _, payload, origin in encoded:
+                    with _named(origin):
+                        _native.probe_image(payload, name=origin)
+                raise
             for (key, _, _), (_, width, height) in zip(encoded, infos):
                 sizes[key] = (int(height), int(width))
         for key, (payload, origin) in todo.items():
@@ -177,7 +202,8 @@ class ImageBatch:
                                             "(H, W, 3) or (H, W, 4) uint8", field=origin)
                 sizes[key] = (int(payload.shape[0]), int(payload.shape[1]))
             height, width = sizes[key]
-            rh, rw = _native.smart_resize(height, width, self.min_pixels, self.max_pixels)
+            with _named(origin):  # (QA fix) aspect-ratio errors said field="image", not which image
+                rh, rw = _native.smart_resize(height, width, self.min_pixels, self.max_pixels)
             patch = self.tower.patch
             self._prepared[key] = PreparedImage(key=key, payload=payload, origin=origin, grid_h=int(rh) // patch,
                                                 grid_w=int(rw) // patch, merge=self.tower.merge)
@@ -187,8 +213,16 @@ class ImageBatch:
         pending = list({id(img): img for img in images if not img.has_pixels}.values())
         if not pending:
             return
-        results = _native.preprocess_images([img.payload for img in pending], min_pixels=self.min_pixels,
-                                            max_pixels=self.max_pixels, names=[img.origin for img in pending])
+        try:
+            results = _native.preprocess_images([img.payload for img in pending], min_pixels=self.min_pixels,
+                                                max_pixels=self.max_pixels, names=[img.origin for img in pending])
+        except VlrankError as exc:
+            # (QA fix) native decode errors name the image in the message only (.field is None): set the
+            # field to the origin the message names (the longest one: "documents[1]" is a prefix of others).
+            if exc.field is None:
+                named = [img.origin for img in pending if img.origin and img.origin in str(exc)]
+                exc.field = max(named, key=len) if named else None
+            raise
         for img, result in zip(pending, results):
             pixels, (_, gh, gw) = result[0], result[1]
             if (int(gh), int(gw)) != (img.grid_h, img.grid_w):
@@ -254,6 +288,11 @@ def context_too_long(*, needed: int, text_tokens: int, images: Sequence[Prepared
     if per_image * unit >= max(min_pixels, unit):
         hint = (f"pass max_pixels={per_image * unit} or less (at most {per_image} tokens per image; "
                 f"it is {max_pixels} now)")
+    elif per_image >= 1:
+        # (QA fix) min_pixels above what fits used to get "even the smallest images do not fit", though
+        # lowering min_pixels (with max_pixels) does fix it.
+        hint = (f"pass min_pixels and max_pixels of {per_image * unit} or less (at most {per_image} tokens per "
+                f"image; min_pixels={min_pixels} forces more)")
     else:
         hint = "pass fewer images or shorter texts: even the smallest images do not fit"
     return ContextTooLongError(

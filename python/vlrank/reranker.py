@@ -40,9 +40,11 @@ def check_max_length(max_length: Any, *, default: int, context: int) -> int:
     if max_length is None:
         return default
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= context:
+        # (QA fix) the pre-load check passes default=0, which read "(or None for the default 0)".
+        hint = f"the default {default}" if default > 0 else "the model's default"
         raise InvalidInputError(
             f"max_length={max_length!r}; pass an integer from 1 to the model's context of {context} tokens "
-            f"(or None for the default {default})",
+            f"(or None for {hint})",
             field="max_length",
         )
     return max_length

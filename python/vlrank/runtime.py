@@ -42,6 +42,13 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
             )
         wanted = _ALIASES[providers.lower()]
     else:
+        # (QA fix) a non-iterable (providers=3) used to raise TypeError inside create_session, which reported
+        # it as an unloadable model (ModelDirectoryError, field "model").
+        if isinstance(providers, (bytes, dict)) or not isinstance(providers, Sequence):
+            raise InvalidInputError(
+                f"providers={providers!r}; pass 'auto', 'cpu', 'cuda' or a list of ONNX Runtime provider names",
+                field="providers",
+            )
         wanted = list(providers)
         if not wanted or not all(isinstance(p, str) for p in wanted):
             raise InvalidInputError("providers must be a non-empty list of provider names, e.g. "

@@ -9,9 +9,22 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError
 
+EXAMPLES = """examples:
+  vlrank embed --model out/emb "a red logo" "a blue car"
+  vlrank embed --model out/emb "a red logo" --dimensions 256 --encoding-format base64
+  vlrank embed --model out/emb --inputs inputs.jsonl --instruction "Represent the page for retrieval."
+  # inputs.jsonl, one input per line:
+  #   "a plain text"
+  #   {"content": [{"type": "image_url", "image_url": {"url": "file:///data/page1.png"}}]}
+"""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("embed", help="embed texts (OpenAI/IONOS-shaped JSON on stdout)")
+    p = subparsers.add_parser(
+        "embed", help="embed texts (OpenAI/IONOS-shaped JSON on stdout)",
+        description="Embed inputs and print the OpenAI/IONOS embeddings result (JSON) on stdout. Errors go to "
+        "stderr with a non-zero exit code.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
     p.add_argument("texts", nargs="*", help="texts to embed")
     p.add_argument("--inputs", type=Path, default=None,

@@ -6,6 +6,11 @@ import argparse
 import json
 import sys
 
+EXAMPLES = """examples:
+  vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
+  vlrank export ./Qwen3-VL-Embedding-2B out/emb --task embed --dtype float16
+  vlrank export ./my-ckpt out/rr --task rerank --name my-reranker --quiet
+"""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a Hugging Face checkpoint (directory or hub id) to a vlrank model directory",
         description="Build the ONNX graphs (no torch needed) + vlrank.json + tokenizer.json from a "
         "Qwen3-Reranker, Qwen3-VL-Reranker or Qwen3-VL-Embedding checkpoint.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", help="checkpoint directory or Hugging Face hub id (owner/name)")
     p.add_argument("out", help="output directory")

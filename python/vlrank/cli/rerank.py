@@ -9,9 +9,21 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError
 
+EXAMPLES = """examples:
+  vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
+  vlrank rerank --model out/rr --query "red logo" --documents docs.jsonl --top-n 3 --no-documents
+  # docs.jsonl, one document per line:
+  #   "a plain text document"
+  #   {"content": [{"type": "image_url", "image_url": {"url": "file:///data/page1.png"}}]}
+"""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("rerank", help="rerank documents against a query (IONOS-shaped JSON on stdout)")
+    p = subparsers.add_parser(
+        "rerank", help="rerank documents against a query (IONOS-shaped JSON on stdout)",
+        description="Score documents against a query and print the IONOS rerank result (JSON) on stdout. "
+        "Errors go to stderr with a non-zero exit code.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
     p.add_argument("--query", required=True, help="the query text")
     p.add_argument("--document", action="append", default=[], help="a document text (repeatable)")
@@ -30,6 +42,9 @@ def read_jsonl(path: Path, *, field: str) -> list:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise InvalidInputError(f"{field}: cannot read {path} ({exc})", field=field) from exc
+    except UnicodeDecodeError as exc:  # (QA fix) was an uncaught traceback
+        raise InvalidInputError(f"{field}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); write the "
+                                "JSON lines file in UTF-8", field=field) from exc
     items = []
     for n, line in enumerate(lines, 1):
         if line.strip():

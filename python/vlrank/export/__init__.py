@@ -35,6 +35,9 @@ def resolve_checkpoint(src: str | Path) -> Path:
     """A local checkpoint directory, or a hub id downloaded with huggingface_hub."""
     path = Path(src).expanduser()
     if path.exists():
+        if not path.is_dir():  # (QA fix) a file used to crash later with NotADirectoryError
+            raise ModelDirectoryError(f"{src}: is a file, not a directory; pass a checkpoint directory, an exported "
+                                      "vlrank directory (with vlrank.json) or a hub id", field="model")
         return path
     text = str(src)
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
@@ -113,7 +116,11 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
                                   field="model")
     special = special_token_ids(tokenizer)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # (QA fix) e.g. a parent that is a file: was a bare NotADirectoryError
+        raise InvalidInputError(f"out_dir: cannot create {str(out)!r} ({exc.strerror or exc}); pass a writable "
+                                "directory path", field="out_dir") from exc
     vision_cfg = ckpt.vision_config or {}
     deepstack = len(vision_cfg.get("deepstack_visual_indexes", [])) if ckpt.family == "qwen3_vl" else 0
     image_pad = ckpt.config.get("image_token_id", special.get("image_pad"))

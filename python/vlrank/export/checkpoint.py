@@ -171,7 +171,7 @@ def _read_header(path: Path) -> tuple[dict, int]:
             header = json.loads(fh.read(n))
     except OSError as exc:
         raise ModelDirectoryError(f"cannot read {path}: {exc}", field="model") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (QA fix) non-UTF-8 header bytes escaped
         raise ModelDirectoryError(f"{path}: corrupt safetensors header ({exc}); download it again", field="model") from exc
     return header, 8 + n
 
@@ -202,17 +202,35 @@ def _index_tensors(root: Path) -> dict[str, TensorInfo]:
     tensors: dict[str, TensorInfo] = {}
     for f in files:
         header, base = _read_header(root / f)
+        if not isinstance(header, dict):
+            raise ModelDirectoryError(f"{root / f}: corrupt safetensors header (not a JSON object); download it "
+                                      "again", field="model")
+        size = (root / f).stat().st_size
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
-            if meta["dtype"] not in _STORAGE:
+            # (QA fix) a truncated or hand-edited file used to fail later with a numpy reshape ValueError or a
+            # KeyError: check each entry's shape and that its bytes lie inside the file.
+            try:
+                b, e = (int(x) for x in meta["data_offsets"])
+                shape = tuple(int(d) for d in meta["shape"])
+                dtype = str(meta["dtype"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelDirectoryError(f"{root / f}: corrupt safetensors header entry for '{name}' ({exc!r}); "
+                                          "download the file again", field="model") from exc
+            if not 0 <= b <= e or base + e > size:
                 raise ModelDirectoryError(
-                    f"{f}: tensor '{name}' has dtype {meta['dtype']}; vlrank reads BF16, F16 and F32 weights "
+                    f"{root / f}: tensor '{name}' lies at bytes {base + b}..{base + e} but the file has {size} bytes; "
+                    "the file is truncated or corrupt — download it again",
+                    field="model",
+                )
+            if dtype not in _STORAGE:
+                raise ModelDirectoryError(
+                    f"{f}: tensor '{name}' has dtype {dtype}; vlrank reads BF16, F16 and F32 weights "
                     "(quantised checkpoints are not supported: use the original weights)",
                     field="model",
                 )
-            b, e = meta["data_offsets"]
-            tensors[name] = TensorInfo(root / f, meta["dtype"], tuple(meta["shape"]), base + b, base + e)
+            tensors[name] = TensorInfo(root / f, dtype, shape, base + b, base + e)
     return tensors
 
 
