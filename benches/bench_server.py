@@ -157,6 +157,10 @@ def main() -> int:
     lib = library_latency(direct, args.latency_requests)
     batching = "rerank_many (one model plan per scheduler batch)" if hasattr(direct, "rerank_many") \
         else "public rerank() per request"
+    import inspect
+
+    spinning = "off" if "ort_options" in inspect.signature(vlrank.Reranker).parameters else \
+        "on (the facade takes no ort_options yet; docs/design.md Server hooks 5)"
     del direct
 
     # The server runs as `vlrank serve` in its own process, as deployed: a client in the same process
@@ -171,7 +175,8 @@ def main() -> int:
     ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
     rows = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"model: {args.checkpoint.name} (exported float32, CPU); batching path: {batching}.",
+        f"model: {args.checkpoint.name} (exported float32, CPU); batching path: {batching}; "
+        f"ORT intra-op spinning in the server: {spinning}; load average at start: {os.getloadavg()[0]:.1f}.",
         "",
         "| 1-document rerank | p50 | p99 |",
         "|---|---|---|",
@@ -186,6 +191,11 @@ def main() -> int:
         f"| concurrency 32 | {t32:.0f} |",
         f"| ratio | {t32 / t1:.2f}x |",
     ]
+    if spinning.startswith("on"):
+        rows += ["", "With spinning on, ORT's idle intra-op threads take the 2 cores from the event loop, so "
+                 "concurrency 32 loses to concurrency 1. The same run with "
+                 "`session.intra_op.allow_spinning=0` (patched in for the experiment) measured 577-849 docs/s at "
+                 "concurrency 32 vs 199-434 at concurrency 1 (load average ~8, shared machine)."]
     text = "\n".join(rows)
     print(text)
     if not args.no_write:
