@@ -272,3 +272,19 @@ def test_cli_rerank_and_embed(tmp_path: Path) -> None:
     assert len(data) == 2 and len(data[0]["embedding"]) == 8
     bad = subprocess.run(run + ["rerank", "--model", model, "--query", "q"], capture_output=True, text=True, check=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_ort_options_reach_every_session() -> None:
+    """A server passes ONNX Runtime config entries (no spinning threads); they reach the decoder and the
+    vision tower, and the scores do not change."""
+    model = exported(VL_CKPT, "rerank")
+    plain = vlrank.Reranker(str(model))
+    quiet = vlrank.Reranker(str(model), ort_options={"session.intra_op.allow_spinning": "0"})
+    for session in (quiet.runner.session, quiet.runner.tower().session):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    docs = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
+    assert [r["relevance_score"] for r in quiet.rerank("capital of France?", docs)["results"]] == \
+        [r["relevance_score"] for r in plain.rerank("capital of France?", docs)["results"]]
+    with pytest.raises(InvalidInputError) as err:
+        vlrank.Embedder(str(exported(VL_CKPT, "embed")), ort_options={"session.intra_op.allow_spinning": 0})
+    assert err.value.field == "ort_options"

@@ -38,14 +38,16 @@ class Embedder:
 
     def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = 4096,
                  max_pixels: int = 1310720, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 name: str | None = None, fetch_policy: FetchPolicy | None = None) -> None:
+                 name: str | None = None, fetch_policy: FetchPolicy | None = None,
+                 ort_options: Mapping[str, str] | None = None) -> None:
         self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
         if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
             raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
         self.fetch_policy = fetch_policy
         if max_length is not None:  # fail before loading anything
             check_max_length(max_length, default=0, context=_native.CONTEXT_TOKENS)
-        self.runner = ModelRunner(model, task="embed", providers=providers, batch_tokens=batch_tokens)
+        self.runner = ModelRunner(model, task="embed", providers=providers, batch_tokens=batch_tokens,
+                                  ort_options=ort_options)
         m = self.runner.manifest
         self.max_length = check_max_length(max_length, default=m.max_length,
                                            context=int(m.data.get("context_length", 32768)))

@@ -106,11 +106,11 @@ class PreparedImage:
 class VisionTower:
     """The exported vision graph (one image per run) plus the rope tables it takes."""
 
-    def __init__(self, model_dir: str | Path, *, providers=None, session=None) -> None:
+    def __init__(self, model_dir: str | Path, *, providers=None, session=None, ort_options=None) -> None:
         if session is None:
             from vlrank.runtime import create_session
 
-            session = create_session(Path(model_dir) / VISION_FILE, providers=providers)
+            session = create_session(Path(model_dir) / VISION_FILE, providers=providers, ort_options=ort_options)
         self.session = session
         meta = read_vision_metadata(session.get_modelmeta().custom_metadata_map)
         self.head_dim = int(meta["head_dim"])

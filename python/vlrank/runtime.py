@@ -7,7 +7,7 @@ vlrank adds none around a run. Preprocessing parallelism lives in the Rust core,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +72,13 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def create_session(model_path: str | Path, *, providers: str | Sequence[str] | None = None):
-    """An InferenceSession with full graph optimisation on the chosen providers."""
+def create_session(model_path: str | Path, *, providers: str | Sequence[str] | None = None,
+                   ort_options: Mapping[str, str] | None = None):
+    """An InferenceSession with full graph optimisation on the chosen providers.
+
+    ``ort_options``: ONNX Runtime session config entries (``SessionOptions.add_session_config_entry``),
+    e.g. ``{"session.intra_op.allow_spinning": "0"}`` — a server sets it so idle ORT threads do not spin
+    on the cores its event loop needs between batches."""
     ort = _ort()
     path = Path(model_path)
     if not path.is_file():
@@ -81,6 +86,8 @@ def create_session(model_path: str | Path, *, providers: str | Sequence[str] | N
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    for key, value in check_ort_options(ort_options).items():
+        options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(providers))
     except (RuntimeUnavailableError, InvalidInputError):
@@ -88,6 +95,17 @@ def create_session(model_path: str | Path, *, providers: str | Sequence[str] | N
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
         raise ModelDirectoryError(f"{path}: ONNX Runtime could not load it ({exc}); re-export the model",
                                   field="model") from exc
+
+
+def check_ort_options(ort_options: object) -> dict[str, str]:
+    """Validate ``ort_options`` (a mapping of str to str) before any session is built."""
+    if ort_options is None:
+        return {}
+    if not isinstance(ort_options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in ort_options.items()):
+        raise InvalidInputError("ort_options: pass a mapping of ONNX Runtime session config keys to string "
+                                'values, e.g. {"session.intra_op.allow_spinning": "0"}', field="ort_options")
+    return dict(ort_options)
 
 
 def run(session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -184,7 +202,7 @@ class ModelRunner:
     """
 
     def __init__(self, model: str | Path, *, task: str, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, ort_options: Mapping[str, str] | None = None) -> None:
         from vlrank import _native
         from vlrank.export.manifest import read_manifest
 
@@ -201,10 +219,12 @@ class ModelRunner:
                 field="model",
             )
         self.providers = providers
+        self.ort_options = check_ort_options(ort_options)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.tokenizer = load_tokenizer(self.manifest.file("tokenizer"))
-        self.session = create_session(self.manifest.file("decoder"), providers=providers)
+        self.session = create_session(self.manifest.file("decoder"), providers=providers,
+                                      ort_options=self.ort_options)
         self.output = self.manifest.data["decoder"]["output"]
         self.family = self.manifest.family
         self.pad_id = int(self.manifest.special.get("endoftext", 151643))
@@ -226,7 +246,7 @@ class ModelRunner:
                                           "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
             from vlrank.multimodal import VisionTower
 
-            self._tower = VisionTower(self.dir, providers=self.providers)
+            self._tower = VisionTower(self.dir, providers=self.providers, ort_options=self.ort_options)
         return self._tower
 
     def run(self, rows: list[Row], image_batch=None) -> np.ndarray:
