@@ -719,3 +719,57 @@ def test_errors_are_json_serialisable_and_typed() -> None:
         err = cls("x: bad; pass y", field="x")
         assert isinstance(err, VlrankError) and isinstance(err, ValueError)
         assert json.loads(json.dumps({"field": err.field, "message": str(err)}))["field"] == "x"
+
+
+# ---- caps and non-finite models ----------------------------------------------------------------------------------
+def test_oversized_data_url_refused_before_decoding(vl_rr: vlrank.Reranker) -> None:
+    """Over the 20 MiB byte cap: refused from the payload length (the base64 is not even decoded)."""
+    url = "data:image/png;base64," + "A" * (28 * 1024 * 1024)
+    with pytest.raises(ImageTooLargeError) as err:
+        vl_rr.rerank("q", [image_doc(url)])
+    assert_error(err, ImageTooLargeError, URL)
+    raw = b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024)
+    with pytest.raises(ImageTooLargeError) as err:
+        vl_rr.rerank("q", [{"content": [{"type": "image", "image": raw}]}])
+    assert_error(err, ImageTooLargeError, "documents[0].content[0].image")
+
+
+def test_nan_weights_never_give_nan_scores(tmp_path: Path) -> None:
+    """A checkpoint whose final norm is NaN: the facade raises a typed error instead of returning NaN."""
+    ck = tmp_path / "nan-ckpt"
+    shutil.copytree(TEXT_CKPT, ck)
+    st_file = ck / "model.safetensors"
+    raw = bytearray(st_file.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    meta = json.loads(raw[8 : 8 + n])["model.norm.weight"]
+    begin, end = (8 + n + o for o in meta["data_offsets"])
+    raw[begin:end] = b"\xc0\x7f" * ((end - begin) // 2)  # bf16 NaN
+    st_file.write_bytes(bytes(raw))
+    rr = vlrank.Reranker(vlrank.export(ck, tmp_path / "out", task="rerank", progress=False))
+    with pytest.raises(VlrankError) as err:
+        rr.rerank("q", ["a", "b"])
+    assert "non-finite" in str(err.value) and err.value.field == "model"
+
+
+def test_many_calls_container_checked(text_rr: vlrank.Reranker, vl_em: vlrank.Embedder) -> None:
+    """regression: rerank_many(5) raised TypeError; a string ran one bad call per character."""
+    for bad in (5, "ab", {"query": "q"}, None):
+        with pytest.raises(InvalidInputError) as err:
+            text_rr.rerank_many(bad)  # type: ignore[arg-type]
+        assert_error(err, InvalidInputError, "calls")
+        with pytest.raises(InvalidInputError) as err:
+            vl_em.embed_many(bad)  # type: ignore[arg-type]
+        assert_error(err, InvalidInputError, "calls")
+    assert text_rr.rerank_many([]) == [] and vl_em.embed_many(()) == []
+
+
+def test_numpy_integers_are_integers(text_rr: vlrank.Reranker, vl_em: vlrank.Embedder) -> None:
+    """regression: top_n=np.int64(1) / dimensions=np.int32(4) were refused with "pass an integer"."""
+    assert len(text_rr.rerank("q", ["a", "b"], top_n=np.int64(1))["results"]) == 1
+    assert len(vl_em.embed("a", dimensions=np.int32(4))["data"][0]["embedding"]) == 4
+    with pytest.raises(InvalidInputError) as err:
+        text_rr.rerank("q", ["a"], top_n=np.int64(0))
+    assert_error(err, InvalidInputError, "top_n")
+    with pytest.raises(InvalidInputError) as err:
+        vl_em.embed("a", dimensions=np.bool_(True))
+    assert_error(err, InvalidInputError, "dimensions")

@@ -19,7 +19,7 @@ from vlrank import _native
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.fetch import FetchPolicy
 from vlrank.inputs import ParsedInput, parse_embedding_input
-from vlrank.reranker import check_instruction, check_max_length, check_pixels
+from vlrank.reranker import as_int, check_calls, check_instruction, check_max_length, check_pixels
 from vlrank.runtime import DEFAULT_BATCH_TOKENS, ModelRunner, Row
 
 ENCODINGS = ("float", "base64")
@@ -70,6 +70,7 @@ class Embedder:
     def embed_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many embed calls through one batch plan; result i equals ``embed(**calls[i])``; a bad call
         yields its typed error in place."""
+        calls = check_calls(calls, method="embed")
         images = self._image_batch()
         prepared: list[_Prepared | VlrankError] = []
         for i, call in enumerate(calls):
@@ -102,6 +103,7 @@ class Embedder:
 
     def _prepare(self, *, input: Any = None, messages: Any = None, instruction: str | None = None,  # noqa: A002
                  dimensions: int | None = None, encoding_format: str = "float", images=None) -> _Prepared:
+        dimensions = as_int(dimensions)
         if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
                                        or not 1 <= dimensions <= self.dimensions):
             raise InvalidInputError(

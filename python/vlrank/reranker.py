@@ -9,6 +9,7 @@ A call runs in three steps, so image work plugs in without touching the rest:
 from __future__ import annotations
 
 import math
+import numbers
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,22 @@ def check_max_length(max_length: Any, *, default: int, context: int) -> int:
             field="max_length",
         )
     return max_length
+
+
+def as_int(value: Any) -> Any:
+    """(QA fix) numpy integers (np.int64(5)) are integers too: they used to be refused with "pass an integer".
+    Returns a plain int for any integral non-bool value, else the value unchanged (for the caller's check)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def check_calls(calls: Any, *, method: str) -> Sequence[Any]:
+    """(QA fix) ``rerank_many(5)`` raised TypeError and ``rerank_many("ab")`` ran one bad call per character."""
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Sequence):
+        raise InvalidInputError(f"calls: expected a list of {method}() keyword-argument mappings, got "
+                                f"{type(calls).__name__}; pass e.g. [{{...}}, {{...}}]", field="calls")
+    return calls
 
 
 def check_instruction(instruction: Any) -> str | None:
@@ -111,6 +128,7 @@ class Reranker:
     def rerank_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many rerank calls through one batch plan; result i equals ``rerank(**calls[i])`` (ids aside), a
         bad call yields its typed error in place."""
+        calls = check_calls(calls, method="rerank")
         images = self._image_batch()
         prepared: list[_Prepared | VlrankError] = []
         for i, call in enumerate(calls):
@@ -145,6 +163,7 @@ class Reranker:
 
     def _prepare(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
                  return_documents: bool = True, images=None) -> _Prepared:
+        top_n = as_int(top_n)
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise InvalidInputError(f"top_n={top_n!r}; pass a positive integer (or None for every document)",
                                     field="top_n")
