@@ -773,3 +773,21 @@ def test_numpy_integers_are_integers(text_rr: vlrank.Reranker, vl_em: vlrank.Emb
     with pytest.raises(InvalidInputError) as err:
         vl_em.embed("a", dimensions=np.bool_(True))
     assert_error(err, InvalidInputError, "dimensions")
+
+
+def test_embedding_max_length_that_cuts_an_image() -> None:
+    """regression: an embedding max_length cutting an image's tokens was reported as over the 32,768 context,
+    advising a max_pixels of 33 million."""
+    png = encode(noise(64, 96), "PNG")
+    em = vlrank.Embedder(exported(VL_CKPT, "embed"), max_length=20)
+    with pytest.raises(ContextTooLongError) as err:
+        em.embed(["fine", {"content": [{"type": "image", "image": png}]}])
+    assert_error(err, ContextTooLongError, "input[1]")
+    assert "max_length=20" in str(err.value) and "32768" not in str(err.value)
+    needed = int(str(err.value).split("pass max_length=")[1].split()[0])
+    ok = vlrank.Embedder(exported(VL_CKPT, "embed"), max_length=needed).embed([{"content": [{"type": "image", "image": png}]}])
+    assert ok["usage"]["prompt_tokens"] == needed  # the advice is exact: that max_length fits the whole prompt
+    with pytest.raises(ContextTooLongError) as err:
+        vlrank.Embedder(exported(VL_CKPT, "embed"), max_length=3).embed([{"content": [{"type": "image", "image": png}]}])
+    assert_error(err, ContextTooLongError, "input[0]")
+    assert "larger max_length" in str(err.value)

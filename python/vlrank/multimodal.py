@@ -275,13 +275,19 @@ class ImageBatch:
 
 # ---- context errors ------------------------------------------------------------------------------------
 def context_too_long(*, needed: int, text_tokens: int, images: Sequence[PreparedImage], min_pixels: int,
-                     max_pixels: int, field: str, context: int = CONTEXT_TOKENS) -> ContextTooLongError:
+                     max_pixels: int, field: str, context: int = CONTEXT_TOKENS,
+                     max_length: int | None = None) -> ContextTooLongError:
     """A ContextTooLongError that says how many tokens the prompt needs and which max_pixels would fit.
 
     ``text_tokens``: the prompt's tokens besides the image pads. smart_resize never gives an image more
     than max_pixels / (32·32) tokens, so spreading what the context has left over the images gives a
     max_pixels that is guaranteed to fit (unless min_pixels forces more)."""
     image_tokens = sum(img.num_tokens for img in images)
+    # (QA fix) embeddings truncate to the first max_length ids and refuse a cut image: when the prompt fits
+    # the context, max_length is the limit, and the message used to blame the 32,768 context instead.
+    cut_by_max_length = max_length is not None and needed <= context
+    if cut_by_max_length:
+        context = max_length
     n = max(len(images), 1)
     per_image = (context - text_tokens) // n
     unit = 32 * 32
@@ -295,6 +301,13 @@ def context_too_long(*, needed: int, text_tokens: int, images: Sequence[Prepared
                 f"image; min_pixels={min_pixels} forces more)")
     else:
         hint = "pass fewer images or shorter texts: even the smallest images do not fit"
+    if cut_by_max_length:
+        return ContextTooLongError(
+            f"{field}: the prompt needs {needed} tokens ({image_tokens} of them for {len(images)} image(s)) but "
+            f"max_length={max_length} would cut its image tokens (an image is never truncated); pass "
+            f"max_length={needed} or more, or {hint.removeprefix('pass ')}",
+            field=field,
+        )
     return ContextTooLongError(
         f"{field}: the prompt needs {needed} tokens ({image_tokens} of them for {len(images)} image(s)) but the "
         f"model's context holds {context}; {hint}",
@@ -303,14 +316,24 @@ def context_too_long(*, needed: int, text_tokens: int, images: Sequence[Prepared
 
 
 def context_error_for_row(build_ids: Callable[[list[int]], Sequence[int]], images: Sequence[PreparedImage], *,
-                          min_pixels: int, max_pixels: int, field: str) -> ContextTooLongError:
+                          min_pixels: int, max_pixels: int, field: str,
+                          max_length: int | None = None) -> ContextTooLongError:
     """``context_too_long`` for a row whose prompt builder refused it: ``build_ids(counts)`` rebuilds the
-    row's ids with the given per-image token counts; building it with 1-token images measures the text."""
-    ones = build_ids([1] * len(images))
+    row's ids with the given per-image token counts; building it with 1-token images measures the text.
+    ``max_length``: set for embeddings, whose truncation to max_length refuses to cut an image."""
+    try:
+        ones = build_ids([1] * len(images))
+    except ContextTooLongError:
+        if max_length is None:
+            raise
+        # (QA fix) even 1-token images are cut: only a larger max_length helps (was the bare native error).
+        return ContextTooLongError(
+            f"{field}: max_length={max_length} cuts into the image tokens even at one token per image; pass a "
+            "larger max_length (or None for the model's default)", field=field)
     text_tokens = len(ones) - len(images)
     needed = text_tokens + sum(img.num_tokens for img in images)
     return context_too_long(needed=needed, text_tokens=text_tokens, images=images, min_pixels=min_pixels,
-                            max_pixels=max_pixels, field=field)
+                            max_pixels=max_pixels, field=field, max_length=max_length)
 
 
 # ---- prompt ids with image-aware context errors --------------------------------------------------------
@@ -357,12 +380,12 @@ def vl_embed_ids(tokenizer, *, inputs: Sequence, images: Sequence[Sequence[Prepa
             instruction=instruction, max_length=max_length)]
     except ContextTooLongError as exc:
         raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
-                                   fields=fields) or exc from None
+                                   fields=fields, max_length=max_length) or exc from None
 
 
 def _first_context_error(build_row: Callable[[int, list[int]], Sequence[int]],
                          rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
-                         fields: Sequence[str]) -> ContextTooLongError | None:
+                         fields: Sequence[str], max_length: int | None = None) -> ContextTooLongError | None:
     for i, imgs in enumerate(rows):
         if not imgs:
             continue
@@ -370,7 +393,7 @@ def _first_context_error(build_row: Callable[[int, list[int]], Sequence[int]],
             build_row(i, ImageBatch.token_counts(imgs))
         except ContextTooLongError:
             return context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
-                                         max_pixels=max_pixels, field=fields[i])
+                                         max_pixels=max_pixels, field=fields[i], max_length=max_length)
     return None
 
 
