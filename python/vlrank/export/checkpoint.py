@@ -131,8 +131,14 @@ class Checkpoint:
             if info.dtype == "BF16":
                 return np.array(raw)
             return f32_to_bf16_bits(_widen(raw, info.dtype))
-        out = _widen(raw, info.dtype)
-        return out.astype(np.float16) if dtype == "float16" else out
+        if dtype == "float16":
+            # (bench) row blocks: a float32 copy of the whole tensor would double the peak memory
+            out = np.empty(raw.shape, np.float16)
+            flat_in, flat_out = raw.reshape(-1), out.reshape(-1)
+            for start in range(0, flat_in.size, _CHUNK):
+                flat_out[start : start + _CHUNK] = _widen(flat_in[start : start + _CHUNK], info.dtype)
+            return out
+        return _widen(raw, info.dtype)
 
     def close(self) -> None:
         self._maps.clear()
@@ -144,9 +150,14 @@ def _widen(raw: np.ndarray, stored: str) -> np.ndarray:
     return np.asarray(raw, dtype=np.float32)
 
 
+_CHUNK = 1 << 22  # elements per block when converting a tensor piecewise (16 MiB of float32)
+
+
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
-    """bf16 is the high half of an f32: widening is exact."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    """bf16 is the high half of an f32: widening is exact. Shifted in place: one output-sized array."""
+    out = bits.astype(np.uint32)
+    out <<= 16
+    return out.view(np.float32)
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:

@@ -79,16 +79,19 @@ class Graph:
         self._data_file = self._data_path.open("wb")
         self._data_offset = 0
 
-    def _append_external(self, raw: bytes) -> tuple[int, int]:
+    def _append_external(self, array: np.ndarray) -> tuple[int, int]:
         assert self._data_file is not None
         pad = (-self._data_offset) % _ALIGN
         if pad:
             self._data_file.write(b"\0" * pad)
             self._data_offset += pad
         offset = self._data_offset
+        # (bench) write the array's own buffer: array.tobytes() would copy it, doubling the export's peak
+        # memory at the largest tensor (the embedding table). C order, as tobytes() wrote it.
+        raw = memoryview(np.ascontiguousarray(array)).cast("B")
         self._data_file.write(raw)
-        self._data_offset += len(raw)
-        return offset, len(raw)
+        self._data_offset += raw.nbytes
+        return offset, raw.nbytes
 
     # ---- graph interface ---------------------------------------------------------------------------
     def input(self, name: str, elem_type: int, shape: list) -> str:
@@ -112,7 +115,7 @@ class Graph:
             tensor.name = name
             tensor.data_type = elem_type
             tensor.dims.extend(array.shape)
-            offset, length = self._append_external(array.tobytes())
+            offset, length = self._append_external(array)
             tensor.data_location = TensorProto.EXTERNAL
             for key, value in (("location", self._data_path.name), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
