@@ -178,3 +178,26 @@ def test_export_failures(tmp_path: Path) -> None:
 def test_export_success_prints_summary(tmp_path: Path) -> None:
     out = ok_json(cli("export", TEXT_CKPT, tmp_path / "rr", "--quiet", "--name", "my-rr"))
     assert out["name"] == "my-rr" and out["task"] == "rerank" and (tmp_path / "rr" / "vlrank.json").is_file()
+
+
+def test_closed_stdout_and_full_disk(tmp_path: Path, text_model: Path) -> None:
+    """regression: `vlrank rerank ... | head` and a full disk ended in a BrokenPipeError / OSError traceback."""
+    docs = tmp_path / "long.jsonl"
+    docs.write_text("\n".join(json.dumps(f"{i} " + "long text " * 2000) for i in range(20)) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "python")}
+    proc = subprocess.Popen([sys.executable, "-m", "vlrank.cli", "rerank", "--model", str(text_model), "--query", "q",
+                             "--documents", str(docs), "--max-length", "64"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10) == b'{"id": "re'
+    proc.stdout.close()  # the reader goes away after 10 bytes of a ~400 KB answer
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            run = subprocess.run([sys.executable, "-m", "vlrank.cli", "embed", "--model", str(exported(VL_CKPT, "embed")),
+                                  "a"], stdout=full, stderr=subprocess.PIPE, env=env, timeout=120)
+        err = run.stderr.decode()
+        assert run.returncode == 1 and "Traceback" not in err and "Exception ignored" not in err, err
+        assert "vlrank: error: stdout" in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrank.cli.rerank import read_jsonl
+    from vlrank.cli.rerank import read_jsonl, write_json
     from vlrank.embedder import Embedder
 
     inputs = list(args.texts)
@@ -49,6 +48,5 @@ def run(args: argparse.Namespace) -> int:
     em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
                    encoding_format=args.encoding_format)
-    json.dump(out, sys.stdout, ensure_ascii=False)
-    sys.stdout.write("\n")
+    write_json(out)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 EXAMPLES = """examples:
@@ -32,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlrank.cli.rerank import write_json
     from vlrank.export import export
     from vlrank.export.manifest import read_manifest
 
@@ -39,6 +39,5 @@ def run(args: argparse.Namespace) -> int:
     m = read_manifest(out)
     summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.data["dtype"],
                "files": m.data["files"]}
-    json.dump(summary, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    write_json(summary, indent=2)
     return 0

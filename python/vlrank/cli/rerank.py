@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from vlrank.errors import InvalidInputError
+from vlrank.errors import InvalidInputError, VlrankError
 
 EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
@@ -56,6 +57,25 @@ def read_jsonl(path: Path, *, field: str) -> list:
     return items
 
 
+def write_json(obj: object, *, indent: int | None = None) -> None:
+    """Print ``obj`` as one JSON document on stdout.
+
+    (QA fix) A closed pipe (``vlrank rerank ... | head``) or a full disk used to end in a traceback. A reader
+    that went away is not our error: exit 1 quietly (as Python's docs advise for SIGPIPE). Other write errors
+    are reported as a one-line error. Either way stdout is pointed at /dev/null so that the interpreter's
+    final flush does not print "Exception ignored" as well."""
+    try:
+        json.dump(obj, sys.stdout, ensure_ascii=False, indent=indent)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            raise SystemExit(1) from None
+        raise VlrankError(f"stdout: cannot write the result ({exc.strerror or exc}); write to a file or pipe "
+                          "with free space", field="stdout") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from vlrank.reranker import Reranker
 
@@ -68,6 +88,5 @@ def run(args: argparse.Namespace) -> int:
     rr = Reranker(args.model, max_length=args.max_length, providers=args.providers)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
                     return_documents=not args.no_documents)
-    json.dump(out, sys.stdout, ensure_ascii=False)
-    sys.stdout.write("\n")
+    write_json(out)
     return 0
