@@ -32,7 +32,7 @@ pub struct Tokenizer {
     vocab_size: usize,
     /// Hand-written Qwen pre-tokeniser (same pieces, ~5x faster); None for other pre-tokenisers.
     fast: Option<fast::QwenSplitter>,
-    /// The normaliser is NFC (or absent), so ASCII text needs no normalising.
+    /// The normaliser is NFC (or absent), so text below U+0300 needs no normalising.
     ascii_is_normal: bool,
     /// Ids of the prompt templates' fixed text runs (a handful of strings, bounded by TEMPLATE_CACHE_MAX).
     template_runs: RwLock<HashMap<String, Vec<u32>>>,
@@ -91,7 +91,7 @@ impl Tokenizer {
             return self.encode_with_crate(text);
         };
         let normalized: Cow<str> = match self.plain.get_normalizer() {
-            Some(n) if !(self.ascii_is_normal && text.is_ascii()) => {
+            Some(n) if !(self.ascii_is_normal && below_u0300(text)) => {
                 let mut ns = NormalizedString::from(text);
                 n.normalize(&mut ns).map_err(|e| tok_err(format!("cannot normalise text: {e}")))?;
                 Cow::Owned(ns.get().to_owned())
@@ -175,6 +175,13 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }
+}
+
+/// Every character is below U+0300 (ASCII, Latin-1, Latin Extended, IPA, spacing modifiers): such text
+/// is already NFC (each of those characters is NFC_Quick_Check=Yes with combining class 0, so nothing
+/// decomposes or composes). In UTF-8 these are exactly the strings whose bytes are all < 0xCC.
+fn below_u0300(text: &str) -> bool {
+    text.bytes().all(|b| b < 0xCC)
 }
 
 /// The tokenizer.json pre-tokeniser is exactly Qwen's `Split(regex, Isolated) + ByteLevel(no prefix
@@ -272,6 +279,7 @@ pub(crate) mod tests {
     fn fast_path_equals_crate_pipeline() {
         let tok = qwen();
         assert!(tok.fast.is_some(), "the golden Qwen tokenizer must take the fast path");
+        assert!(below_u0300("abc \u{e9}\u{2ff}") && !below_u0300("\u{300}") && !below_u0300("\u{6771}"));
         let pool: Vec<&str> = vec![
             "'s", "'S", "'\u{17f}", "'t", "'T", "'re", "'rE", "'Re", "'ve", "'VE", "'m", "'M", "'ll", "'lL", "'LL",
             "'d", "'D", "'", "''", "'\u{212a}", "'x", " ", "  ", "\t", "\n", "\r", "\r\n", "\u{b}", "\u{c}",
@@ -280,7 +288,8 @@ pub(crate) mod tests {
             "\u{e9}", "e\u{301}", "\u{df}", "\u{6771}", "\u{3131}", "\u{1c5}", "\u{2b0}", "\u{aa}", "\u{94d}",
             "\u{939}\u{93f}", "1", "42", "\u{663}", "\u{bd}", "\u{216b}", "\u{2460}", ".", ",", "!", "?", "\"",
             "\u{20ac}", "\u{1f600}", "\u{200d}", "\u{fe0f}", "\u{1f1e9}\u{1f1ea}", "-", "_", "\u{0}", "\u{7f}",
-            "<|im_end|>", "\u{ff41}", "\u{10000}", "\u{e000}", "\u{fb01}", "\u{fb06}",
+            "<|im_end|>", "\u{ff41}", "\u{10000}", "\u{e000}", "\u{fb01}", "\u{fb06}", "\u{ff}", "\u{2ff}",
+            "\u{300}", "\u{2000}", "\u{212b}", "A\u{30a}", "\u{1100}\u{1161}", "\u{f900}",
         ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = |m: u64| {
