@@ -235,6 +235,41 @@ fn probe_jpeg(b: &[u8], source: &str) -> Result<Probe> {
     }
 }
 
+/// Whether a JPEG's frame has a chroma component at half the luma resolution in both directions
+/// (4:2:0, "h2v2"): the layout where the choice of upsampler shows in the pixels.
+pub fn jpeg_is_h2v2(b: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        if b[i] != 0xFF {
+            return false;
+        }
+        let code = b[i + 1];
+        if code == 0xFF {
+            i += 1;
+            continue;
+        }
+        i += 2;
+        if matches!(code, 0xD0..=0xD7 | 0x01 | 0xD8) {
+            continue;
+        }
+        if code == 0xDA || code == 0xD9 {
+            return false;
+        }
+        let len = u16be(b, i) as usize;
+        let is_sof = matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let n = *b.get(i + 7).unwrap_or(&0) as usize;
+            let comps: Vec<(u8, u8)> = (0..n)
+                .filter_map(|c| b.get(i + 8 + 3 * c + 1).map(|&s| (s >> 4, s & 15)))
+                .collect();
+            let (hmax, vmax) = comps.iter().fold((1, 1), |(h, v), &(ch, cv)| (h.max(ch), v.max(cv)));
+            return comps.len() == 3 && comps.iter().any(|&(ch, cv)| ch > 0 && cv > 0 && hmax / ch == 2 && vmax / cv == 2);
+        }
+        i += len;
+    }
+    false
+}
+
 /// Whether a JPEG runs from SOI through its scans to an EOI marker. The decoder we use fills a
 /// truncated scan with gray instead of failing; Pillow raises "image file is truncated", and a
 /// silently half-gray image must never reach the model, so we check the structure first. Inside
@@ -478,6 +513,21 @@ mod tests {
             assert!(matches!(probe_prefix(&t[..4096], "t").unwrap(), Probe::NeedMore(9002)));
             assert_eq!(info(&t).width, 5);
         }
+    }
+
+    #[test]
+    fn jpeg_sampling() {
+        let sof = |s: [u8; 3]| {
+            let mut v = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0, 16, 0, 16, 3];
+            for (i, x) in s.iter().enumerate() {
+                v.extend_from_slice(&[i as u8 + 1, *x, 0]);
+            }
+            v
+        };
+        assert!(jpeg_is_h2v2(&sof([0x22, 0x11, 0x11])));
+        assert!(!jpeg_is_h2v2(&sof([0x11, 0x11, 0x11])));
+        assert!(!jpeg_is_h2v2(&sof([0x21, 0x11, 0x11])));
+        assert!(!jpeg_is_h2v2(&[0xFF, 0xD8]));
     }
 
     #[test]
