@@ -31,7 +31,7 @@ pub struct Tokenizer {
     /// Number of ids `decode` accepts (model vocabulary plus added tokens).
     vocab_size: usize,
     /// Hand-written Qwen pre-tokeniser (same pieces, ~5x faster); None for other pre-tokenisers.
-    fast: Option<fast::QwenSplitter>,
+    fast: Option<&'static fast::QwenSplitter>,
     /// The normaliser is NFC (or absent), so text below U+0300 needs no normalising.
     ascii_is_normal: bool,
     /// Ids of the prompt templates' fixed text runs (a handful of strings, bounded by TEMPLATE_CACHE_MAX).
@@ -77,7 +77,7 @@ impl Tokenizer {
         if vocab_size == 0 {
             return Err(tok_err(format!("{source} has an empty vocabulary; pass a real tokenizer.json")));
         }
-        let fast = if is_qwen_pre_tokenizer(&plain) { fast::QwenSplitter::new() } else { None };
+        let fast = if is_qwen_pre_tokenizer(&plain) { fast::QwenSplitter::shared() } else { None };
         let ascii_is_normal = match plain.get_normalizer() {
             None => true,
             Some(n) => serde_json::to_value(n).ok() == Some(serde_json::json!({"type": "NFC"})),
@@ -318,6 +318,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// The fast path is taken only for Qwen's exact pre-tokeniser; any other goes through the crate.
+    #[test]
+    fn other_pre_tokenizers_take_the_crate_path() {
+        let json = std::fs::read_to_string(golden_dir().join("models").join("tokenizer.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = serde_json::Value::Bool(true);
+        let other = Tokenizer::from_bytes(v.to_string().as_bytes(), "modified").unwrap();
+        assert!(other.fast.is_none());
+        // With a prefix space "Hello" becomes "ĠHello" (id of " Hello"), unlike the Qwen file.
+        assert_eq!(other.encode("Hello").unwrap(), qwen().encode(" Hello").unwrap());
+        assert_eq!(qwen().encode("Hello").unwrap(), vec![9707]);
+    }
+
     #[test]
     fn bad_files_are_tokenizer_errors() {
         assert!(matches!(Tokenizer::from_file("/nonexistent/tokenizer.json"), Err(Error::Tokenizer { .. })));
@@ -341,6 +354,7 @@ pub(crate) mod tests {
 /// crate's path.
 mod fast {
     use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::OnceLock;
 
     use tokenizers::utils::SysRegex;
     use tokenizers::{Model, ModelWrapper};
@@ -382,7 +396,13 @@ mod fast {
     }
 
     impl QwenSplitter {
-        pub(super) fn new() -> Option<Self> {
+        /// One per process: the classes are properties of Unicode, not of a tokenizer.
+        pub(super) fn shared() -> Option<&'static Self> {
+            static SPLITTER: OnceLock<Option<QwenSplitter>> = OnceLock::new();
+            SPLITTER.get_or_init(Self::new).as_ref()
+        }
+
+        fn new() -> Option<Self> {
             let re = |p: &str| SysRegex::new(p).ok();
             Some(QwenSplitter {
                 classes: (0..0x11_0000).map(|_| AtomicU8::new(0)).collect(),
