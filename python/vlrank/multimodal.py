@@ -219,7 +219,7 @@ class ImageBatch:
         except VlrankError as exc:
             # (QA fix) native decode errors name the image in the message only (.field is None): set the
             # field to the origin the message names (the longest one: "documents[1]" is a prefix of others).
-            if exc.field is None:
+            if exc.field not in {img.origin for img in pending}:  # native names it by list position
                 named = [img.origin for img in pending if img.origin and img.origin in str(exc)]
                 exc.field = max(named, key=len) if named else None
             raise

@@ -12,8 +12,9 @@ use crate::error::Error;
 pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
     let (class, field) = match &err {
         Error::InvalidInput { field, .. } => ("InvalidInputError", Some(field.clone())),
-        Error::ImageDecode { .. } => ("ImageDecodeError", None),
-        Error::ImageTooLarge { .. } => ("ImageTooLargeError", None),
+        // The image's own name (e.g. `srcs[3]` or a path) is the field the caller must fix.
+        Error::ImageDecode { source, .. } => ("ImageDecodeError", Some(source.clone())),
+        Error::ImageTooLarge { source, .. } => ("ImageTooLargeError", Some(source.clone())),
         Error::ContextTooLong { .. } => ("ContextTooLongError", None),
         Error::Tokenizer { .. } => ("TokenizerError", None),
         Error::Io { .. } => ("InvalidInputError", None),

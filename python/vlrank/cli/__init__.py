@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vlrank: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vlrank ... | head`: the reader left; nothing more to say
+        return 1
+    except OSError as exc:  # a file the user named, a full disk: a one-line message, not a traceback
+        print(f"vlrank: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
