@@ -314,3 +314,16 @@ def test_bad_source_types(tmp_path):
     with pytest.raises(InvalidInputError) as exc:
         vlrank.preprocess_images([np.zeros((40, 40), np.uint8), 3.5])  # type: ignore[list-item]
     assert exc.value.field == "srcs[1]"
+
+
+def test_native_items_for_the_facade_name_their_fields():
+    from vlrank.images import preprocess_native_items
+
+    png = (GOLDEN / "images" / "gray_40x300.png").read_bytes()
+    arr = np.zeros((64, 64, 4), np.uint8)
+    out = preprocess_native_items([png, arr], names=["documents[0]", "documents[1]"])
+    np.testing.assert_array_equal(out[0].pixel_values, vlrank.preprocess_image(png).pixel_values)
+    assert np.all(out[1].pixel_values == 1.0)  # transparent RGBA -> white
+    with pytest.raises(ImageDecodeError) as exc:
+        preprocess_native_items([png, b"\x89PNG\r\n\x1a\nbroken"], names=["q", "documents[3].content[0].image_url.url"])
+    assert "documents[3].content[0].image_url.url" in str(exc.value)
