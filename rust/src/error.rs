@@ -31,7 +31,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput { field, message } => write!(f, "{field}: {message}"),
-            Error::ImageDecode { source, message } => write!(f, "cannot decode image {source}: {message}"),
+            // Every message says what to pass instead, so the hint is part of the type's Display.
+            Error::ImageDecode { source, message } => write!(
+                f,
+                "cannot decode image {source}: {message}; pass a complete PNG, JPEG, WebP, GIF, BMP or TIFF image"
+            ),
             Error::ImageTooLarge { source, message } => write!(f, "image {source} is too large: {message}"),
             Error::ContextTooLong { message } => write!(f, "{message}"),
             Error::Tokenizer { message } => write!(f, "tokenizer: {message}"),
