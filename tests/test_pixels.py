@@ -327,3 +327,12 @@ def test_native_items_for_the_facade_name_their_fields():
     with pytest.raises(ImageDecodeError) as exc:
         preprocess_native_items([png, b"\x89PNG\r\n\x1a\nbroken"], names=["q", "documents[3].content[0].image_url.url"])
     assert "documents[3].content[0].image_url.url" in str(exc.value)
+
+
+def test_count_image_tokens_of_arrays_and_pil_images():
+    img = Image.open(GOLDEN / "images" / "rgba_60x90.png")
+    want = vlrank.count_image_tokens(GOLDEN / "images" / "rgba_60x90.png")
+    for src, fmt in ((img, "pil"), (np.asarray(img), "array")):
+        got = vlrank.count_image_tokens(src)
+        assert got.tokens == want.tokens == vlrank.preprocess_image(src).num_tokens
+        assert (got.height, got.width) == (90, 60) and got.format == fmt

@@ -136,13 +136,17 @@ def _native_source(src: Any, field: str) -> Any:
 
 
 def count_image_tokens(
-    src: str | os.PathLike[str] | bytes,
+    src: ImageInput,
     *,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImageTokenCount:
     """Token count of an image from its header alone (never decodes pixels)."""
     _check_budget(min_pixels, max_pixels)
+    if _is_pil(src):  # a PIL image knows its size: no conversion needed
+        width, height = src.size
+        h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
+        return ImageTokenCount(height, width, h, w, (h // 32) * (w // 32), "pil")
     native = _native_source(src, "src")
     if isinstance(native, np.ndarray):
         if native.ndim not in (2, 3):
