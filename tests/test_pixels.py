@@ -298,6 +298,9 @@ def test_aspect_ratio_and_budget_errors():
     with pytest.raises(InvalidInputError) as exc:
         vlrank.preprocess_image(encode(Image.new("RGB", (1000, 3)), "PNG"))
     assert "aspect ratio" in str(exc.value)
+    with pytest.raises(InvalidInputError) as exc:  # in a batch the error names the image
+        vlrank.preprocess_images([np.zeros((40, 40), np.uint8), np.zeros((2, 500), np.uint8)])
+    assert exc.value.field == "srcs[1]" and "aspect ratio" in str(exc.value)
     with pytest.raises(InvalidInputError) as exc:
         vlrank.preprocess_image(np.zeros((64, 64), np.uint8), min_pixels=10_000, max_pixels=5_000)
     assert exc.value.field == "min_pixels"

@@ -597,16 +597,24 @@ pub fn source_to_rgb(src: &Source, opts: &Options) -> Result<Rgb> {
 
 /// The reference's resized RGB image (what `fetch_image` hands to the processor).
 pub fn resized_rgb(src: &Source, opts: &Options) -> Result<(Rgb, u32, u32)> {
+    // An image that cannot be resized (aspect ratio over 200) is named by its own source name.
+    let name = src.name();
+    let sized = |h: u32, w: u32| {
+        smart_resize(h, w, FACTOR, opts.min_pixels, opts.max_pixels).map_err(|e| match e {
+            Error::InvalidInput { field, message } if field == "image" => Error::invalid(name, message),
+            other => other,
+        })
+    };
     // Validate the budget and the size before decoding, so bad arguments cost nothing.
     if let Source::Array { height, width, .. } = *src {
-        smart_resize(height as u32, width as u32, FACTOR, opts.min_pixels, opts.max_pixels)?;
+        sized(height as u32, width as u32)?;
     } else if let Source::Encoded { bytes, name } = *src {
         let info = probe_bytes(bytes, name)?;
-        smart_resize(info.height, info.width, FACTOR, opts.min_pixels, opts.max_pixels)?;
+        sized(info.height, info.width)?;
     }
     let rgb = source_to_rgb(src, opts)?;
     let (oh, ow) = (rgb.height as u32, rgb.width as u32);
-    let (rh, rw) = smart_resize(oh, ow, FACTOR, opts.min_pixels, opts.max_pixels)?;
+    let (rh, rw) = sized(oh, ow)?;
     Ok((resize_bicubic(&rgb, rw as usize, rh as usize), oh, ow))
 }
 
