@@ -270,10 +270,12 @@ pub fn array_to_rgb(data: &[u8], height: usize, width: usize, channels: usize, s
 // A port of Pillow's Resample.c (`precompute_coeffs`, `normalize_coeffs_8bpc`,
 // `ImagingResampleHorizontal_8bpc` / `Vertical_8bpc`): double-precision coefficients rounded to
 // 22-bit fixed point, a horizontal pass (over the source rows that the vertical pass uses) into an
-// 8-bit intermediate, then a vertical pass. Tried first: fast_image_resize 6 with
-// Convolution(CatmullRom) (the same kernel) — but for u8 images it runs the vertical pass first
-// and uses 16-bit coefficients with its own precision, so its intermediate rounding differs from
-// Pillow's by a level on some pixels; this port is exact and, with rows split across rayon, fast.
+// 8-bit intermediate, then a vertical pass (or the other order, see resize_bicubic). Not used:
+// fast_image_resize 6 with Convolution(CatmullRom) has the same kernel, but its source shows it
+// runs u8 images vertical-first always and rounds coefficients to i16 with its own precision, so
+// its 8-bit intermediate differs from Pillow's by a level on some pixels; this port is bit-exact
+// (every golden resized PNG) and splits rows across rayon. (The crate is still listed in
+// Cargo.toml and can be dropped.)
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
