@@ -198,8 +198,25 @@ def main() -> int:
     print()
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_section(args.out, text)
     return 0
+
+
+BEGIN, END = "<!-- bench_preprocess:begin -->", "<!-- bench_preprocess:end -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace only this benchmark's section of a shared results file (others append their own)."""
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
+    elif old.startswith("# Image preprocessing benchmark"):  # an unmarked section of ours at the top
+        cut = old.find("<!-- ")
+        new = block + ("\n" + old[cut:] if cut >= 0 else "")
+    else:
+        new = block + ("\n" + old if old else "")
+    path.write_text(new)
 
 
 if __name__ == "__main__":
