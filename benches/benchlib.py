@@ -142,12 +142,15 @@ def write_section(name: str, markdown: str) -> None:
 
 
 def machine_line(info: dict, load_start: float, load_end: float) -> str:
-    loaded = max(load_start, load_end) > 0.5 * (info["nproc"] or 1)
-    note = (" **The machine was loaded** (other engineers' builds/tests shared the cores): absolute numbers "
-            "are pessimistic and the ratios carry the noise of runs made one after another." if loaded else "")
+    # The 1-minute load average counts this bench's own threads (and a previous bench's tail), so only the
+    # load before it started says whether others were using the cores.
+    busy = load_start > 0.5 * (info["nproc"] or 1)
+    note = (" **The machine was busy when this bench started** (other sessions' builds/tests, or the previous "
+            "bench): absolute numbers are pessimistic and ratios carry the noise of runs made one after "
+            "another." if busy else "")
     return (f"Machine: {info['nproc']} x {info['cpu']}; Python {info['python']}, vlrank {info['vlrank']}, "
             f"onnxruntime {info['onnxruntime']}, numpy {info['numpy']}. Load average (1 min) {load_start} at "
-            f"start, {load_end} at end.{note}")
+            f"start, {load_end} at end (the end figure includes this bench's own threads).{note}")
 
 
 def eprint(*args) -> None:
