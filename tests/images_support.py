@@ -16,8 +16,12 @@ GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 
 
 def reference_smart_resize(h, w, factor=32, min_pixels=4096, max_pixels=1310720):
+    """qwen-vl-utils smart_resize as make_golden.py states it (Python floats, round half to even) — the
+    one plain-Python statement of the rule that the tests compare the native one against."""
     import math
 
+    if max(h, w) / min(h, w) > 200:
+        raise ValueError("aspect ratio over 200")
     hb = max(factor, round(h / factor) * factor)
     wb = max(factor, round(w / factor) * factor)
     if hb * wb > max_pixels:

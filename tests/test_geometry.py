@@ -4,7 +4,6 @@ of the reference rule (hypothesis), and the errors."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -12,28 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vlrank
+from images_support import reference_smart_resize
 from vlrank import InvalidInputError
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 CASES = json.loads((GOLDEN / "cases" / "geometry.json").read_text())
-
-
-def reference_smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """qwen-vl-utils smart_resize as make_golden.py states it (Python floats, round half to even)."""
-    if max(h, w) / min(h, w) > 200:
-        raise ValueError("aspect")
-    hb = max(factor, round(h / factor) * factor)
-    wb = max(factor, round(w / factor) * factor)
-    if hb * wb > max_pixels:
-        beta = math.sqrt((h * w) / max_pixels)
-        hb = math.floor(h / beta / factor) * factor
-        wb = math.floor(w / beta / factor) * factor
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb = math.ceil(h * beta / factor) * factor
-        wb = math.ceil(w * beta / factor) * factor
-    return hb, wb
-
 
 def test_golden_cases_cover_all_budgets():
     assert len(CASES) >= 600

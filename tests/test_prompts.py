@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
 from pathlib import Path
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import vlrank
+from images_support import reference_smart_resize
 from vlrank import prompts
 from vlrank.errors import ContextTooLongError, InvalidInputError
 
@@ -36,24 +36,10 @@ def cases(name: str) -> list[dict]:
 # ---- an independent, plain-Python rendition of the reference (make_golden.py) ----
 
 
-def smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    hb = max(factor, round(h / factor) * factor)
-    wb = max(factor, round(w / factor) * factor)
-    if hb * wb > max_pixels:
-        beta = math.sqrt((h * w) / max_pixels)
-        hb = math.floor(h / beta / factor) * factor
-        wb = math.floor(w / beta / factor) * factor
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb = math.ceil(h * beta / factor) * factor
-        wb = math.ceil(w * beta / factor) * factor
-    return hb, wb
-
-
 def image_tokens(rel: str, min_pixels: int, max_pixels: int) -> int:
     with Image.open(GOLDEN / rel) as im:
         w, h = im.size
-    rh, rw = smart_resize(h, w, 32, min_pixels, max_pixels)
+    rh, rw = reference_smart_resize(h, w, 32, min_pixels, max_pixels)
     return (rh // 32) * (rw // 32)
 
 
