@@ -72,7 +72,7 @@ def test_top_level_help_lists_commands() -> None:
     assert bare.returncode == 2 and b"Traceback" not in bare.stderr
 
 
-@pytest.mark.parametrize("command", ["demo", "rerank", "embed", "export", "serve"])
+@pytest.mark.parametrize("command", ["demo", "rerank", "embed", "export", "serve", "tokens"])
 def test_subcommand_help_has_examples(command: str) -> None:
     """regression (rerank, embed, export): their --help had no examples."""
     run = cli(command, "--help")

@@ -25,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tokens",
         help="count the image tokens of images from their headers (no decoding)",
         description="Print each image's size, its resized size under the pixel budget, and its image tokens.",
+        epilog="""examples:
+  vlrank tokens --samples                        # the sample images shipped with vlrank
+  vlrank tokens photo.jpg scan.png --json        # JSON on stdout, one object per image plus the total
+  vlrank tokens photo.jpg --max-pixels 1843200   # the official Qwen budget instead of the hosted one
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, WebP, GIF, BMP, TIFF)")
     p.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS, help=f"default {DEFAULT_MIN_PIXELS}")
