@@ -81,25 +81,11 @@ class Embedder:
                 prepared.append(self._prepare(images=images, **call))
             except VlrankError as exc:
                 prepared.append(exc)
-        rows = [row for p in prepared if isinstance(p, _Prepared) for row in p.rows]
-        outputs = self.runner.run(rows, images)
-        results: list[dict | VlrankError] = []
-        offset = 0
-        for p in prepared:
-            if isinstance(p, VlrankError):
-                results.append(p)
-                continue
-            results.append(self._result(p, outputs[offset : offset + len(p.rows)]))
-            offset += len(p.rows)
-        return results
+        return self.runner.run_calls(prepared, images, self._result)
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _image_batch(self):
-        if not self.runner.has_vision:
-            return None
-        from vlrank.multimodal import ImageBatch
-
-        return ImageBatch(self.runner.tower(), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return self.runner.image_batch(min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
     def _prepare(self, *, input: Any = None, messages: Any = None, instruction: str | None = None,  # noqa: A002
                  dimensions: int | None = None, encoding_format: str = "float", images=None) -> _Prepared:

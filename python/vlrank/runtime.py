@@ -7,12 +7,13 @@ vlrank adds none around a run. Preprocessing parallelism lives in the Rust core,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError
+from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError, VlrankError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -203,7 +204,6 @@ class ModelRunner:
 
     def __init__(self, model: str | Path, *, task: str, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, ort_options: Mapping[str, str] | None = None) -> None:
-        from vlrank import _native
         from vlrank.export.manifest import read_manifest
 
         for value, fld in ((batch_tokens, "batch_tokens"), (max_batch_size, "max_batch_size")):
@@ -248,6 +248,31 @@ class ModelRunner:
 
             self._tower = VisionTower(self.dir, providers=self.providers, ort_options=self.ort_options)
         return self._tower
+
+    def image_batch(self, *, min_pixels: int, max_pixels: int):
+        """A per-call image cache (each distinct image preprocessed and encoded once), or None for a
+        text-only model."""
+        if not self.has_vision:
+            return None
+        from vlrank.multimodal import ImageBatch
+
+        return ImageBatch(self.tower(), min_pixels=min_pixels, max_pixels=max_pixels)
+
+    def run_calls(self, prepared: list, image_batch, result: Callable[[Any, np.ndarray], dict]) -> list:
+        """The rows of many prepared calls (objects with ``.rows``) through ONE batch plan; ``result(call,
+        outputs)`` builds each call's answer. A call that failed to prepare keeps its error in place, so
+        one bad request never fails the others (the server packs many requests this way)."""
+        rows = [row for p in prepared if not isinstance(p, VlrankError) for row in p.rows]
+        outputs = self.run(rows, image_batch)
+        results: list = []
+        offset = 0
+        for p in prepared:
+            if isinstance(p, VlrankError):
+                results.append(p)
+                continue
+            results.append(result(p, outputs[offset : offset + len(p.rows)]))
+            offset += len(p.rows)
+        return results
 
     def run(self, rows: list[Row], image_batch=None) -> np.ndarray:
         from vlrank import _native

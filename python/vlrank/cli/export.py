@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
