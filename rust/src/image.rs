@@ -763,29 +763,3 @@ mod tests {
         assert!(matches!(e, Error::ImageTooLarge { .. }));
     }
 }
-
-#[cfg(test)]
-mod perf {
-    use super::*;
-
-    /// `cargo test --release perf_resize -- --ignored --nocapture`: time each resize pass.
-    #[test]
-    #[ignore]
-    fn perf_resize() {
-        let (w, h, ow, oh) = (1632usize, 1224usize, 1312usize, 960usize);
-        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let hc = precompute_coeffs(w, ow);
-        let vc = precompute_coeffs(h, oh);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| {
-            for _ in 0..3 {
-                let t = std::time::Instant::now();
-                let tmp = resample_horizontal(&data, w, 0, h, ow, &hc);
-                let t1 = t.elapsed();
-                let t = std::time::Instant::now();
-                let _out = resample_vertical(&tmp, ow, oh, &vc, 0);
-                eprintln!("horizontal {:?} vertical {:?}", t1, t.elapsed());
-            }
-        });
-    }
-}
