@@ -10,17 +10,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlrank import _native
 from vlrank.errors import InvalidInputError, VlrankError
-from vlrank.fetch import FetchPolicy
 from vlrank.inputs import ParsedInput, parse_embedding_input
-from vlrank.reranker import as_int, check_calls, check_instruction, check_max_length, check_pixels
-from vlrank.runtime import DEFAULT_BATCH_TOKENS, ModelRunner, Row
+from vlrank.reranker import ModelFacade, as_int, check_calls, check_instruction
+from vlrank.runtime import Row
 
 ENCODINGS = ("float", "base64")
 _EMBED_ARGS = frozenset({"input", "messages", "instruction", "dimensions", "encoding_format"})
@@ -33,30 +30,17 @@ class _Prepared:
     encoding_format: str
 
 
-class Embedder:
+class Embedder(ModelFacade):
     """One vector per input (text, image, or both) with Qwen3-VL-Embedding. Arguments as ``Reranker``."""
 
-    def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = 4096,
-                 max_pixels: int = 1310720, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 name: str | None = None, fetch_policy: FetchPolicy | None = None,
-                 ort_options: Mapping[str, str] | None = None) -> None:
-        self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
-        if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
-            raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
-        self.fetch_policy = fetch_policy
-        if max_length is not None:  # fail before loading anything
-            check_max_length(max_length, default=0, context=_native.CONTEXT_TOKENS)
-        self.runner = ModelRunner(model, task="embed", providers=providers, batch_tokens=batch_tokens,
-                                  ort_options=ort_options)
-        m = self.runner.manifest
-        self.max_length = check_max_length(max_length, default=m.max_length,
-                                           context=int(m.data.get("context_length", 32768)))
-        self.name = name or m.name
-        self.dimensions = int(m.data["dims"]["hidden_size"])
+    task = "embed"
 
     @property
-    def max_batch_tokens(self) -> int:
-        return self.runner.batch_tokens
+    def dimensions(self) -> int:
+        """The full embedding size (the model's hidden size); ``dimensions=`` may ask for fewer (MRL)."""
+        return int(self.runner.manifest.data["dims"]["hidden_size"])
+
+
 
     # ---- public API -------------------------------------------------------------------------------------
     def embed(self, input: Any = None, *, messages: Any = None, instruction: str | None = None,  # noqa: A002
@@ -84,8 +68,6 @@ class Embedder:
         return self.runner.run_calls(prepared, images, self._result)
 
     # ---- steps ----------------------------------------------------------------------------------------------
-    def _image_batch(self):
-        return self.runner.image_batch(min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
     def _prepare(self, *, input: Any = None, messages: Any = None, instruction: str | None = None,  # noqa: A002
                  dimensions: int | None = None, encoding_format: str = "float", images=None) -> _Prepared:

@@ -82,15 +82,11 @@ class _Prepared:
     return_documents: bool
 
 
-class Reranker:
-    """Score documents against a query with Qwen3-VL-Reranker or Qwen3-Reranker.
+class ModelFacade:
+    """What ``Reranker`` and ``Embedder`` share: argument checks, the loaded model (``ModelRunner``), the
+    per-call image cache. Subclasses set ``task`` and add their public call."""
 
-    ``model``: a directory written by ``vlrank export``, a Hugging Face checkpoint directory (exported
-    once into ``$VLRANK_CACHE`` or ~/.cache/vlrank) or a hub id. ``providers``: None/"auto", "cpu",
-    "cuda" or ONNX Runtime provider names. ``batch_tokens``: rows × longest prompt per decoder run.
-    ``ort_options``: ONNX Runtime session config entries for every session of the model (e.g.
-    ``{"session.intra_op.allow_spinning": "0"}`` in a server).
-    """
+    task = ""
 
     def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = 4096,
                  max_pixels: int = 1310720, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -102,7 +98,7 @@ class Reranker:
         self.fetch_policy = fetch_policy
         if max_length is not None:  # fail before loading anything
             check_max_length(max_length, default=0, context=_native.CONTEXT_TOKENS)
-        self.runner = ModelRunner(model, task="rerank", providers=providers, batch_tokens=batch_tokens,
+        self.runner = ModelRunner(model, task=self.task, providers=providers, batch_tokens=batch_tokens,
                                   ort_options=ort_options)
         m = self.runner.manifest
         self.max_length = check_max_length(max_length, default=m.max_length,
@@ -113,6 +109,22 @@ class Reranker:
     @property
     def max_batch_tokens(self) -> int:
         return self.runner.batch_tokens
+
+    def _image_batch(self):
+        return self.runner.image_batch(min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+
+
+class Reranker(ModelFacade):
+    """Score documents against a query with Qwen3-VL-Reranker or Qwen3-Reranker.
+
+    ``model``: a directory written by ``vlrank export``, a Hugging Face checkpoint directory (exported
+    once into ``$VLRANK_CACHE`` or ~/.cache/vlrank) or a hub id. ``providers``: None/"auto", "cpu",
+    "cuda" or ONNX Runtime provider names. ``batch_tokens``: rows × longest prompt per decoder run.
+    ``ort_options``: ONNX Runtime session config entries for every session of the model (e.g.
+    ``{"session.intra_op.allow_spinning": "0"}`` in a server).
+    """
+
+    task = "rerank"
 
     # ---- public API -------------------------------------------------------------------------------------
     def rerank(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
@@ -144,8 +156,6 @@ class Reranker:
         return self.runner.run_calls(prepared, images, self._result)
 
     # ---- steps ----------------------------------------------------------------------------------------------
-    def _image_batch(self):
-        return self.runner.image_batch(min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
     def _prepare(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
                  return_documents: bool = True, images=None) -> _Prepared:
