@@ -10,6 +10,9 @@ import numpy.typing as _npt_i
 from collections.abc import Sequence as _Seq_i
 
 DEFAULT_MAX_DECODE_PIXELS: int
+DEFAULT_MIN_PIXELS: int
+DEFAULT_MAX_PIXELS: int
+IMAGE_FACTOR: int
 
 def smart_resize(height: int, width: int, min_pixels: int = 4096, max_pixels: int = 1310720) -> tuple[int, int]:
     """(resized_height, resized_width) of the reference smart_resize (factor 32); InvalidInputError on bad sizes."""

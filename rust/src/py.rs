@@ -279,6 +279,9 @@ mod image_bindings {
         m.add_function(wrap_pyfunction!(preprocess_images, m)?)?;
         m.add_function(wrap_pyfunction!(decode_rgb, m)?)?;
         m.add("DEFAULT_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS)?;
+        m.add("DEFAULT_MIN_PIXELS", crate::geometry::DEFAULT_MIN_PIXELS)?;
+        m.add("DEFAULT_MAX_PIXELS", crate::geometry::DEFAULT_MAX_PIXELS)?;
+        m.add("IMAGE_FACTOR", crate::geometry::FACTOR)?;
         Ok(())
     }
 }
