@@ -53,7 +53,7 @@ def make_facades(paths: dict[str, Path]) -> dict[str, Any]:
     import vlrank
     from vlrank.server import manifest_task
     from vlrank.server.models import facade_kwargs
-    from vlrank.fetch import FetchPolicy
+    from vlrank.inputs import FetchPolicy
 
     out = {}
     for name, path in paths.items():

@@ -1,4 +1,4 @@
-"""vlrank.fetch: every image source, the URL policy against a real local HTTP server, strict data URLs."""
+"""vlrank.inputs.sources / policy / http: every image source, the URL policy against a real local HTTP server, strict data URLs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vlrank.errors import ImageDecodeError, ImageFetchError, ImageTooLargeError, InvalidInputError
-from vlrank.fetch import FetchPolicy, ImageSource, decode_data_url, resolve_image, sniff_format
+from vlrank.inputs import FetchPolicy
+from vlrank.inputs.sources import ImageSource, decode_data_url, resolve_image, sniff_format
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 IMAGES = GOLDEN / "images"

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # --- inputs (owner: inputs): request shapes -> typed parts, image source policy ---
-from vlrank.fetch import FetchPolicy, ImageSource  # noqa: E402
+from vlrank.inputs import FetchPolicy, ImageSource  # noqa: E402
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query  # noqa: E402
 
 __all__ += ["FetchPolicy", "ImageSource", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from vlrank import _native
 from vlrank.errors import InvalidInputError, VlrankError
-from vlrank.fetch import FetchPolicy
+from vlrank.inputs import FetchPolicy
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
 from vlrank.runtime import DEFAULT_BATCH_TOKENS, ModelRunner, Row
 

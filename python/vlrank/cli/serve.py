@@ -73,7 +73,7 @@ def parse_model_args(values: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from vlrank.fetch import FetchPolicy
+    from vlrank.inputs import FetchPolicy
     from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

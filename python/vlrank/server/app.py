@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from vlrank.errors import VlrankError
-from vlrank.fetch import FetchPolicy
+from vlrank.inputs import FetchPolicy
 
 from .engines import EMBED, RERANK, EmbedEngine, Prepared, RerankEngine, is_warmup_refusal
 from .errors import ApiError, from_vlrank_error, install_handlers, internal_error

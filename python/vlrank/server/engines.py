@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
-from vlrank.fetch import FetchPolicy
+from vlrank.inputs import FetchPolicy
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query
 
 RERANK, EMBED = "rerank", "embed"

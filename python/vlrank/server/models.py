@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError
-from vlrank.fetch import FetchPolicy
+from vlrank.inputs import FetchPolicy
 
 from .engines import EMBED, RERANK, EmbedEngine, RerankEngine
 from .scheduler import BatchScheduler

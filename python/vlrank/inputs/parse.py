@@ -10,7 +10,7 @@ One *side* (a rerank query, one rerank document, one embedding input) may be giv
 * ``{"text": ..., "image": <source> | [<source>, ...]}`` — the official Qwen3-VL-Embedding dict;
 * (library only) an image object: encoded ``bytes``, a ``PIL.Image.Image``, a uint8 numpy array or a Path.
 
-Image sources are resolved by ``vlrank.fetch.resolve_image`` under a ``FetchPolicy``; remote URLs of one call
+Image sources are resolved by ``vlrank.inputs.sources.resolve_image`` under a ``FetchPolicy``; remote URLs of one call
 are fetched concurrently. Empty strings are valid texts (the reference scores ``""`` as a document, see
 golden text_rerank.json) and are NOT the empty side: the empty side (no image, no text; the prompt says
 ``NULL``, golden vl_embed has one) is spelled ``{"content": []}``. A ``ParsedInput`` given anywhere a side is
@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from vlrank.errors import InvalidInputError
-from vlrank.fetch import FetchPolicy, ImageSource, is_remote_url, resolve_image
+from vlrank.inputs.policy import FetchPolicy
+from vlrank.inputs.sources import ImageSource, is_remote_url, resolve_image
 
 DEFAULT_MAX_DOCUMENTS = 10_000
 _MAX_PARALLEL_FETCHES = 8

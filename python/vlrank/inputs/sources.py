@@ -1,4 +1,4 @@
-"""Image source resolution: every way a caller can hand vlrank an image -> one `ImageSource`.
+"""Image sources: every way a caller can hand vlrank an image -> one `ImageSource`.
 
 Accepted sources (``resolve_image``):
 
@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import http.client
-import ipaddress
 import re
-import socket
-import ssl
-import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vlrank.errors import ImageDecodeError, ImageFetchError, ImageTooLargeError, InvalidInputError
-
-MiB = 1024 * 1024
-_MAX_REDIRECTS = 5
-_CHUNK = 64 * 1024
+from vlrank.inputs.http import fetch_http
+from vlrank.inputs.policy import FetchPolicy
 
 # MIME types a data URL may declare. Anything else is refused before decoding a single byte.
 _ALLOWED_MIME = frozenset(
@@ -57,35 +50,6 @@ _ALLOWED_MIME = frozenset(
 _SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL | re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    """Where images may come from and how much may be read.
-
-    ``allowed_private_hosts`` exempts exact host names (as written in the URL, e.g. an internal image
-    service) from the private-address refusal; redirects to any other private host are still refused.
-    Proxy environment variables are ignored on purpose: the address that was checked is the one connected.
-    """
-
-    allow_local_files: bool = True
-    allow_private_urls: bool = False
-    timeout_s: float = 10.0
-    max_bytes: int = 20 * MiB
-    allowed_private_hosts: frozenset[str] = dc_field(default_factory=frozenset)
-
-    def __post_init__(self) -> None:
-        if not self.timeout_s > 0:
-            raise InvalidInputError(
-                f"timeout_s must be > 0 seconds, got {self.timeout_s!r}; pass e.g. timeout_s=10.0",
-                field="timeout_s",
-            )
-        if not isinstance(self.max_bytes, int) or self.max_bytes <= 0:
-            raise InvalidInputError(
-                f"max_bytes must be a positive int, got {self.max_bytes!r}; pass e.g. max_bytes=20 * 1024 * 1024",
-                field="max_bytes",
-            )
-        object.__setattr__(self, "allowed_private_hosts", frozenset(h.lower() for h in self.allowed_private_hosts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,173 +234,6 @@ def _file_url_path(url: str, *, field: str) -> str:
             f"{field}: file URL names host {parts.netloc!r}; pass file:///absolute/path (no host)", field=field
         )
     return urllib.request.url2pathname(parts.path)
-
-
-def _address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    # Most specific first: is_private also covers loopback, link-local and unspecified ranges.
-    for name in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_reserved", "is_private"):
-        if getattr(ip, name):
-            return name[3:].replace("_", "-")
-    if not ip.is_global:  # e.g. 100.64.0.0/10 shared address space
-        return "non-global"
-    return None
-
-
-def _resolve_checked(host: str, port: int, *, field: str, policy: FetchPolicy) -> list[str]:
-    """Resolve ``host`` and return its addresses, refusing if any is private (unless allowed)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ImageFetchError(f"{field}: cannot resolve host {host!r} ({exc}); pass a reachable URL", field=field) from exc
-    addrs: list[str] = []
-    for info in infos:
-        addr = str(info[4][0]).split("%", 1)[0]
-        if addr not in addrs:
-            addrs.append(addr)
-    if not addrs:
-        raise ImageFetchError(f"{field}: host {host!r} has no address; pass a reachable URL", field=field)
-    if policy.allow_private_urls or host.lower() in policy.allowed_private_hosts:
-        return addrs
-    for addr in addrs:
-        why = _address_refusal(ipaddress.ip_address(addr))
-        if why is not None:
-            raise ImageFetchError(
-                f"{field}: refusing to fetch from {host!r}: it resolves to {why} address {addr}; pass a public "
-                "http(s) URL or a data:image/...;base64 URL (private addresses need allow_private_urls=True)",
-                field=field,
-            )
-    return addrs
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to an address checked beforehand, so a second DNS answer cannot swap in a private one."""
-
-    def __init__(self, host: str, port: int, *, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._pinned_ip = ip
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._pinned_ip, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a pre-checked address; the certificate is still verified against the URL's host name."""
-
-    def __init__(self, host: str, port: int, *, ip: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._pinned_ip = ip
-        self._ctx = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._pinned_ip, self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
-
-
-def _connect(
-    parts: urllib.parse.SplitResult, addrs: list[str], *, remaining: float, field: str, url: str
-) -> http.client.HTTPConnection:
-    """Connect to the first reachable checked address (never re-resolving the host name)."""
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    last: Exception | None = None
-    for ip in addrs:
-        if parts.scheme == "https":
-            conn: http.client.HTTPConnection = _PinnedHTTPSConnection(
-                host, port, ip=ip, timeout=remaining, context=ssl.create_default_context()
-            )
-        else:
-            conn = _PinnedHTTPConnection(host, port, ip=ip, timeout=remaining)
-        try:
-            conn.connect()
-            return conn
-        except OSError as exc:  # includes socket.timeout and ssl errors
-            conn.close()
-            last = exc
-    raise ImageFetchError(f"{field}: cannot connect to {url!r} ({last}); pass a reachable URL", field=field)
-
-
-def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
-    """GET an http(s) URL under ``policy``: checked addresses, re-checked redirects, total timeout, byte cap."""
-    deadline = time.monotonic() + policy.timeout_s
-    current = url
-    for _hop in range(_MAX_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(current)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageFetchError(
-                f"{field}: {'redirected to' if current != url else 'bad URL'} {current!r}; only http(s) URLs with a "
-                "host are fetched",
-                field=field,
-            )
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        addrs = _resolve_checked(parts.hostname, port, field=field, policy=policy)
-        conn = _connect(parts, addrs, remaining=_remaining(deadline, field, url), field=field, url=url)
-        try:
-            target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-            try:
-                conn.request("GET", target, headers={"User-Agent": "vlrank", "Accept": "image/*"})
-                resp = conn.getresponse()
-            except TimeoutError as exc:
-                raise ImageFetchError(
-                    f"{field}: fetching {url!r} timed out after {policy.timeout_s} s; pass a faster URL or raise "
-                    "timeout_s",
-                    field=field,
-                ) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                raise ImageFetchError(f"{field}: fetching {url!r} failed ({exc}); pass a reachable URL", field=field) from exc
-            if resp.status in (301, 302, 303, 307, 308):
-                location = resp.getheader("Location")
-                if not location:
-                    raise ImageFetchError(f"{field}: {url!r} redirected without a Location", field=field)
-                current = urllib.parse.urljoin(current, location)
-                continue
-            if resp.status != 200:
-                raise ImageFetchError(
-                    f"{field}: {url!r} answered HTTP {resp.status} {resp.reason}; pass a URL that serves the image",
-                    field=field,
-                )
-            return _read_capped(resp, conn, deadline=deadline, field=field, url=url, max_bytes=policy.max_bytes)
-        finally:
-            conn.close()
-    raise ImageFetchError(f"{field}: {url!r} redirected more than {_MAX_REDIRECTS} times; pass the final URL", field=field)
-
-
-def _remaining(deadline: float, field: str, url: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise ImageFetchError(f"{field}: fetching {url!r} timed out; pass a faster URL or raise timeout_s", field=field)
-    return left
-
-
-def _read_capped(resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, *, deadline: float, field: str,
-                 url: str, max_bytes: int) -> bytes:
-    length = resp.getheader("Content-Length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise ImageTooLargeError(
-            f"{field}: {url!r} announces {length} bytes, over the {max_bytes}-byte cap; pass a smaller image",
-            field=field,
-        )
-    buf = bytearray()
-    while True:
-        left = _remaining(deadline, field, url)
-        if conn.sock is not None:
-            conn.sock.settimeout(left)  # the whole fetch shares one deadline, not one timeout per read
-        try:
-            chunk = resp.read1(_CHUNK) if hasattr(resp, "read1") else resp.read(_CHUNK)
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, TimeoutError):
-                raise ImageFetchError(
-                    f"{field}: fetching {url!r} timed out; pass a faster URL or raise timeout_s", field=field
-                ) from exc
-            raise ImageFetchError(f"{field}: reading {url!r} failed ({exc})", field=field) from exc
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > max_bytes:
-            raise ImageTooLargeError(
-                f"{field}: {url!r} sent more than the {max_bytes}-byte cap; pass a smaller image", field=field
-            )
 
 
 def is_remote_url(value: Any) -> bool:
