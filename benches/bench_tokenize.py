@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import vlrank
-from vlrank import prompts
+from vlrank.preprocess import prompts
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_JSON = REPO.parent / "shared" / "golden" / "models" / "tokenizer.json"

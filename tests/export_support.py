@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vlrank.export import export as export_model
-from vlrank.runtime import create_session
+from vlrank.engine.sessions import create_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = REPO_ROOT.parent / "shared" / "golden"

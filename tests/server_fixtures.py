@@ -58,7 +58,7 @@ def make_facades(paths: dict[str, Path]) -> dict[str, Any]:
     out = {}
     for name, path in paths.items():
         cls = vlrank.Reranker if manifest_task(path) == "rerank" else vlrank.Embedder
-        out[name] = cls(str(path), **facade_kwargs(cls, name=name, policy=FetchPolicy(allow_local_files=False)))
+        out[name] = cls(str(path), **facade_kwargs(name=name, policy=FetchPolicy(allow_local_files=False)))
     return out
 
 

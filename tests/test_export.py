@@ -26,8 +26,9 @@ from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export import export
 from vlrank.export.checkpoint import bf16_bits_to_f32, f32_to_bf16_bits, open_checkpoint
 from vlrank.export.decoder import inv_freq, mrope_axis_of_frequency
-from vlrank.export.manifest import read_manifest
-from vlrank.runtime import create_session
+from vlrank import _native
+from vlrank.engine.manifest import read_manifest
+from vlrank.engine.sessions import create_session
 
 TEXT_ROWS = [r for case in cases("text_rerank.json") for r in case["results"]]
 VL_TEXT_ROWS = [r for case in cases("vl_rerank.json") for r in case["results"] if 151655 not in r["input_ids"]]
@@ -41,27 +42,31 @@ def _text_scores(model_dir: Path) -> np.ndarray:
 # ---- manifest ----------------------------------------------------------------------------------------
 def test_manifest_text_rerank() -> None:
     m = read_manifest(exported(TEXT_CKPT, "rerank"))
-    assert (m.family, m.task, m.data["dtype"]) == ("qwen3", "rerank", "float32")
+    assert (m.family, m.task, m.dtype) == ("qwen3", "rerank", "float32")
     assert m.special["yes"] == 9693 and m.special["no"] == 2152
     assert m.special["im_start"] == 151644 and m.special["im_end"] == 151645
     assert m.max_length == 8192
-    assert m.data["decoder"]["output"] == "logits"
-    assert m.data["dims"]["hidden_size"] == open_checkpoint(TEXT_CKPT).text.hidden_size
+    assert m.decoder_output == "logits"
+    assert m.dims.hidden_size == open_checkpoint(TEXT_CKPT).text.hidden_size
     for key in ("tokenizer", "decoder", "decoder_data"):
         assert m.file(key).is_file()
-    assert len(m.data["source"]["hash"]) == 64
+    assert len(m.source_hash) == 64
 
 
 def test_manifest_vl_tasks() -> None:
     rr = read_manifest(exported(VL_CKPT, "rerank"))
     em = read_manifest(exported(VL_CKPT, "embed"))
-    assert (rr.family, rr.task, rr.max_length, rr.data["decoder"]["output"]) == ("qwen3_vl", "rerank", 10240, "logit")
-    assert (em.task, em.max_length, em.data["decoder"]["output"]) == ("embed", 8192, "embedding")
+    assert (rr.family, rr.task, rr.max_length, rr.decoder_output) == ("qwen3_vl", "rerank", 10240, "logit")
+    assert (em.task, em.max_length, em.decoder_output) == ("embed", 8192, "embedding")
     assert rr.special["image_pad"] == 151655
-    assert rr.data["dims"]["deepstack_layers"] == len(
+    assert rr.dims.deepstack_layers == len(
         json.loads((VL_CKPT / "config.json").read_text())["vision_config"]["deepstack_visual_indexes"])
-    assert rr.data["image"]["patch_size"] == 16 and rr.data["image"]["spatial_merge_size"] == 2
-    assert rr.data["source"]["hash"] == em.data["source"]["hash"]
+    assert rr.image.patch_size == 16 and rr.image.spatial_merge_size == 2
+    assert rr.source_hash == em.source_hash
+    # the manifest records the defaults the export used (owned by the Rust core)
+    assert (rr.context_length, rr.image.min_pixels, rr.image.max_pixels) == (32768, 4096, 1310720)
+    assert rr.prompt.instruction == _native.VL_RERANK_DEFAULT_INSTRUCTION
+    assert em.prompt.system is None and em.prompt.instruction == _native.EMBED_DEFAULT_INSTRUCTION
 
 
 def test_graph_outputs_only_the_task_head() -> None:

@@ -280,7 +280,7 @@ def test_ort_options_reach_every_session() -> None:
     model = exported(VL_CKPT, "rerank")
     plain = vlrank.Reranker(str(model))
     quiet = vlrank.Reranker(str(model), ort_options={"session.intra_op.allow_spinning": "0"})
-    for session in (quiet.runner.session, quiet.runner.tower().session):
+    for session in (quiet.runner.session, quiet.tower().session):
         assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     docs = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
     assert [r["relevance_score"] for r in quiet.rerank("capital of France?", docs)["results"]] == \

@@ -14,8 +14,9 @@ from vlrank import _native
 from vlrank.errors import ContextTooLongError
 from vlrank.export import export as export_model
 from vlrank.inputs import ParsedInput
-from vlrank.multimodal import ImageBatch, PreparedImage, VisionTower, vl_embed_ids, vl_rerank_ids
-from vlrank.runtime import create_session
+from vlrank.engine.prompt_ids import vl_embed_ids, vl_rerank_ids
+from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower
+from vlrank.engine.sessions import create_session
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"

@@ -120,7 +120,7 @@ def test_mixed_batch_equals_one_at_a_time(reranker, embedder):
 
 
 def test_query_image_runs_the_tower_once(reranker, monkeypatch):
-    from vlrank.multimodal import VisionTower
+    from vlrank.engine.vision import VisionTower
 
     runs = []
     original = VisionTower.run

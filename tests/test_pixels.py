@@ -320,7 +320,7 @@ def test_bad_source_types(tmp_path):
 
 
 def test_native_items_for_the_facade_name_their_fields():
-    from vlrank.images import preprocess_native_items
+    from vlrank.preprocess.images import preprocess_native_items
 
     png = (GOLDEN / "images" / "gray_40x300.png").read_bytes()
     arr = np.zeros((64, 64, 4), np.uint8)

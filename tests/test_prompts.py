@@ -14,7 +14,7 @@ from PIL import Image
 
 import vlrank
 from images_support import reference_smart_resize
-from vlrank import prompts
+from vlrank.preprocess import prompts
 from vlrank.errors import ContextTooLongError, InvalidInputError
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"

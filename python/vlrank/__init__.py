@@ -33,29 +33,24 @@ __all__ = [
     "RuntimeUnavailableError",
 ]
 
-# --- inputs (owner: inputs): request shapes -> typed parts, image source policy ---
+# inputs: request shapes -> typed parts, image source policy
 from vlrank.inputs import FetchPolicy, ImageSource  # noqa: E402
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query  # noqa: E402
 
 __all__ += ["FetchPolicy", "ImageSource", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
-# --- end inputs ---
 
-# --- export (owner: export): checkpoint -> ONNX model directory, and the facade ---
-from vlrank.embedder import Embedder  # noqa: E402
+# tasks and export: the model classes, and checkpoint -> ONNX model directory
 from vlrank.export import export  # noqa: E402
-from vlrank.reranker import Reranker  # noqa: E402
+from vlrank.tasks import Embedder, Reranker  # noqa: E402
 
 __all__ += ["export", "Reranker", "Embedder"]
-# --- end export ---
 
-# --- tokens and prompts (owner: native-text) ---
+# native preprocessing: tokens, image geometry, header-only token counts, pixels
 from vlrank._native import Tokenizer  # noqa: E402
 
 __all__ += ["Tokenizer"]
-# --- end tokens and prompts ---
 
-# --- images (owner: native-image): geometry, header-only token counts, preprocessing ---
-from vlrank.images import (  # noqa: E402
+from vlrank.preprocess.images import (  # noqa: E402
     ImageTokenCount,
     PreprocessedImage,
     ResizedSize,
@@ -76,4 +71,3 @@ __all__ += [
     "ImageTokenCount",
     "PreprocessedImage",
 ]
-# --- end images ---

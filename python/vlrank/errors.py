@@ -3,10 +3,13 @@
 Input faults subclass ``ValueError`` as well as ``VlrankError`` so callers that already catch
 ``ValueError`` keep working. Each message says what was wrong *and* what to pass instead; ``field``
 names the offending argument or JSON path (e.g. ``documents[3].content[0].image_url.url``).
-The native core raises these same classes (mapped in ``rust/src/py.rs::to_py_err``).
+The native core raises these same classes (mapped in the binding layer); ``named_field`` re-labels an error with the caller's field path.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 
 class VlrankError(Exception):
@@ -50,7 +53,25 @@ class RuntimeUnavailableError(VlrankError, RuntimeError):
     """A requested execution provider (e.g. CUDA) or runtime component is not available."""
 
 
+@contextlib.contextmanager
+def named_field(field: str) -> Iterator[None]:
+    """Re-raise a ``VlrankError`` so that it names ``field`` (the caller's path, e.g.
+    ``documents[2].content[0].image_url.url``) in ``.field`` and at the start of its message, keeping
+    its class. Native errors name what they saw (``image``, ``images[0]``); the caller knows the path."""
+    try:
+        yield
+    except VlrankError as exc:
+        if exc.field == field:
+            raise
+        message = str(exc)
+        if exc.field and message.startswith(f"{exc.field}: "):  # e.g. "image: aspect ratio ..."
+            message = message[len(exc.field) + 2 :]
+        message = message if field in message else f"{field}: {message}"
+        raise type(exc)(message, field=field) from exc
+
+
 __all__ = [
+    "named_field",
     "VlrankError",
     "InvalidInputError",
     "ImageDecodeError",

@@ -6,13 +6,13 @@ JSON goes to stdout, human messages to stderr; errors exit non-zero without a tr
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from vlrank.cli import demo, embed, export, rerank, serve, tokens
 from vlrank.errors import VlrankError
 
-# Sub-command modules, in the order --help lists them. A module that is not written yet is skipped.
-COMMAND_MODULES = ["demo", "rerank", "embed", "export", "tokens", "serve"]
+# Sub-commands, in the order --help lists them.
+COMMANDS = (demo, rerank, embed, export, tokens, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,14 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vlrank {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"vlrank.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"vlrank.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlrank.cli.common import read_jsonl, write_json
 from vlrank.errors import InvalidInputError
 
 EXAMPLES = """examples:
@@ -36,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrank.cli.rerank import read_jsonl, write_json
-    from vlrank.embedder import Embedder
+    from vlrank.tasks import Embedder
 
     inputs = list(args.texts)
     if args.inputs is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vlrank.cli.common import write_json
+
 EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
   vlrank export ./Qwen3-VL-Embedding-2B out/emb --task embed --dtype float16
@@ -30,13 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrank.cli.rerank import write_json
+    from vlrank.engine.manifest import read_manifest
     from vlrank.export import export
-    from vlrank.export.manifest import read_manifest
 
     out = export(args.src, args.out, task=args.task, dtype=args.dtype, progress=not args.quiet, name=args.name)
     m = read_manifest(out)
-    summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.data["dtype"],
-               "files": m.data["files"]}
+    summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.dtype,
+               "files": m.files}
     write_json(summary, indent=2)
     return 0

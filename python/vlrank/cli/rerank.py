@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from pathlib import Path
 
-from vlrank.errors import InvalidInputError, VlrankError
+from vlrank.cli.common import read_jsonl, write_json
+from vlrank.errors import InvalidInputError
 
 EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
@@ -38,46 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_jsonl(path: Path, *, field: str) -> list:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InvalidInputError(f"{field}: cannot read {path} ({exc})", field=field) from exc
-    except UnicodeDecodeError as exc:  # (QA fix) was an uncaught traceback
-        raise InvalidInputError(f"{field}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); write the "
-                                "JSON lines file in UTF-8", field=field) from exc
-    items = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{field}: {path}:{n} is not JSON ({exc}); write one JSON value per line",
-                                        field=field) from exc
-    return items
-
-
-def write_json(obj: object, *, indent: int | None = None) -> None:
-    """Print ``obj`` as one JSON document on stdout.
-
-    (QA fix) A closed pipe (``vlrank rerank ... | head``) or a full disk used to end in a traceback. A reader
-    that went away is not our error: exit 1 quietly (as Python's docs advise for SIGPIPE). Other write errors
-    are reported as a one-line error. Either way stdout is pointed at /dev/null so that the interpreter's
-    final flush does not print "Exception ignored" as well."""
-    try:
-        json.dump(obj, sys.stdout, ensure_ascii=False, indent=indent)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    except OSError as exc:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        if isinstance(exc, BrokenPipeError):
-            raise SystemExit(1) from None
-        raise VlrankError(f"stdout: cannot write the result ({exc.strerror or exc}); write to a file or pipe "
-                          "with free space", field="stdout") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    from vlrank.reranker import Reranker
+    from vlrank.tasks import Reranker
 
     docs = list(args.document)
     if args.documents is not None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vlrank.errors import InvalidInputError
-from vlrank.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens
+from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 

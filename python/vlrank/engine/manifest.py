@@ -1,4 +1,4 @@
-"""``vlrank.json``: what an exported model directory holds and how to drive it.
+"""The typed, validated manifest (``vlrank.json``) of an exported model directory, read in one place.
 
 Fields (format 1):
   format, vlrank_version
@@ -9,12 +9,15 @@ Fields (format 1):
   dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
                        deepstack_layers (K of deepstack_embeds; 0 for text)
   special_tokens       yes, no, image_pad, vision_start, vision_end, im_start, im_end, endoftext
-  prompt               system / default instruction of the family+task
+  prompt               system / default instruction the export used (the Rust core's prompt.rs constants)
   max_length           default max prompt tokens; context_length: the hard ceiling
   image                vision geometry + default pixel budget (qwen3_vl only)
   files                {"tokenizer": ..., "decoder": ..., "decoder_data": ..., "vision": ...}
   decoder              graph input / output names
   source               {"path", "hash"} of the checkpoint it came from
+
+Every default recorded here comes from the Rust core (``vlrank._native``), the one owner of the model
+constants; the manifest records what an export used, so a directory keeps describing itself.
 """
 
 from __future__ import annotations
@@ -22,92 +25,79 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from vlrank import _native
 from vlrank.errors import ModelDirectoryError
+from vlrank.export.manifest import FAMILIES, FORMAT, MANIFEST, PROMPT_DEFAULTS, TASKS
 
-MANIFEST = "vlrank.json"
-FORMAT = 1
-CONTEXT_LENGTH = 32768
+@dataclass(frozen=True)
+class Dims:
+    """The text decoder's shape."""
 
-VL_RERANK_SYSTEM = (
-    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
-    'Note that the answer can only be "yes" or "no".'
-)
-PROMPT_DEFAULTS = {
-    ("qwen3_vl", "rerank"): {
-        "system": VL_RERANK_SYSTEM,
-        "instruction": "Given a search query, retrieve relevant candidates that answer the query.",
-    },
-    ("qwen3_vl", "embed"): {"system": None, "instruction": "Represent the user's input."},
-    ("qwen3", "rerank"): {
-        "system": VL_RERANK_SYSTEM,
-        "instruction": "Given a web search query, retrieve relevant passages that answer the query",
-    },
-}
-MAX_LENGTH_DEFAULTS = {("qwen3_vl", "rerank"): 10240, ("qwen3_vl", "embed"): 8192, ("qwen3", "rerank"): 8192}
-
-SPECIAL_TOKEN_TEXT = {
-    "endoftext": "<|endoftext|>",
-    "im_start": "<|im_start|>",
-    "im_end": "<|im_end|>",
-    "vision_start": "<|vision_start|>",
-    "vision_end": "<|vision_end|>",
-    "image_pad": "<|image_pad|>",
-}
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    deepstack_layers: int = 0
 
 
-def special_token_ids(tokenizer_json: Path) -> dict[str, int]:
-    """yes / no (plain vocabulary entries) and the template special tokens, read from tokenizer.json."""
-    try:
-        doc = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelDirectoryError(f"{tokenizer_json}: unreadable tokenizer ({exc})", field="model") from exc
-    vocab = doc.get("model", {}).get("vocab", {})
-    added = {t["content"]: t["id"] for t in doc.get("added_tokens", [])}
-    out: dict[str, int] = {}
-    for word in ("yes", "no"):
-        if word not in vocab:
-            raise ModelDirectoryError(f"{tokenizer_json}: token '{word}' is not in the vocabulary; "
-                                      "pass the checkpoint's own Qwen tokenizer.json", field="model")
-        out[word] = int(vocab[word])
-    for key, text in SPECIAL_TOKEN_TEXT.items():
-        if text in added:
-            out[key] = int(added[text])
-        elif text in vocab:
-            out[key] = int(vocab[text])
-    return out
+@dataclass(frozen=True)
+class Prompt:
+    """The system prompt and default instruction the export used (None: the family has no system text)."""
+
+    system: str | None
+    instruction: str
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """Vision geometry and the default pixel budget of a Qwen3-VL export."""
+
+    patch_size: int
+    spatial_merge_size: int
+    temporal_patch_size: int
+    min_pixels: int
+    max_pixels: int
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A parsed vlrank.json plus the directory it lives in."""
+    """A validated vlrank.json plus the directory it lives in."""
 
     root: Path
-    data: dict
+    name: str
+    family: str
+    task: str
+    dtype: str
+    dims: Dims
+    special: dict[str, int]
+    prompt: Prompt
+    max_length: int
+    context_length: int
+    files: dict[str, str]
+    decoder_output: str
+    image: ImageDefaults | None
+    source_path: str
+    source_hash: str
 
     @property
-    def family(self) -> str:
-        return self.data["family"]
+    def has_vision(self) -> bool:
+        return "vision" in self.files
 
     @property
-    def task(self) -> str:
-        return self.data["task"]
+    def pad_id(self) -> int:
+        return int(self.special.get("endoftext", 151643))
 
     @property
-    def name(self) -> str:
-        return self.data["name"]
-
-    @property
-    def special(self) -> dict[str, int]:
-        return self.data["special_tokens"]
-
-    @property
-    def max_length(self) -> int:
-        return int(self.data["max_length"])
+    def image_pad_id(self) -> int | None:
+        return self.special.get("image_pad")
 
     def file(self, key: str) -> Path:
         try:
-            rel = self.data["files"][key]
+            rel = self.files[key]
         except KeyError:
             raise ModelDirectoryError(f"{self.root}/{MANIFEST} lists no '{key}' file; re-export the model",
                                       field="model") from None
@@ -118,13 +108,9 @@ class Manifest:
         return path
 
 
-def write_manifest(out_dir: Path, data: dict) -> Path:
-    path = out_dir / MANIFEST
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
 def read_manifest(model_dir: str | Path) -> Manifest:
+    """The manifest of an exported directory; ModelDirectoryError (field "model") when it is missing,
+    unreadable, of another format or lacks a field."""
     root = Path(model_dir)
     path = root / MANIFEST
     if not path.is_file():
@@ -134,11 +120,67 @@ def read_manifest(model_dir: str | Path) -> Manifest:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelDirectoryError(f"{path}: not valid JSON ({exc}); re-export the model", field="model") from exc
-    if data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
         raise ModelDirectoryError(
-            f"{path}: manifest format {data.get('format')!r}, this vlrank reads format {FORMAT}; re-export the model",
+            f"{path}: manifest format {found!r}, this vlrank reads format {FORMAT}; re-export the model",
             field="model",
         )
-    return Manifest(root, data)
+    try:
+        return _parse(root, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirectoryError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-export the model",
+                                  field="model") from exc
+
+
+def _parse(root: Path, data: dict[str, Any]) -> Manifest:
+    family, task = data["family"], data["task"]
+    if family not in FAMILIES or task not in TASKS:
+        raise ValueError(f"family {family!r} / task {task!r} is not one this vlrank serves")
+    dims = data["dims"]
+    image = data.get("image")
+    prompt = data.get("prompt") or PROMPT_DEFAULTS.get((family, task), {"system": None, "instruction": ""})
+    files = {str(k): str(v) for k, v in data["files"].items()}
+    return Manifest(
+        root=root,
+        name=str(data["name"]),
+        family=family,
+        task=task,
+        dtype=str(data.get("dtype", "float32")),
+        dims=Dims(
+            hidden_size=int(dims["hidden_size"]),
+            num_layers=int(dims["num_layers"]),
+            num_heads=int(dims["num_heads"]),
+            num_kv_heads=int(dims["num_kv_heads"]),
+            head_dim=int(dims["head_dim"]),
+            vocab_size=int(dims["vocab_size"]),
+            deepstack_layers=int(dims.get("deepstack_layers", 0)),
+        ),
+        special={str(k): int(v) for k, v in data["special_tokens"].items()},
+        prompt=Prompt(system=prompt.get("system"), instruction=str(prompt.get("instruction") or "")),
+        max_length=int(data["max_length"]),
+        context_length=int(data.get("context_length", _native.CONTEXT_TOKENS)),
+        files=files,
+        decoder_output=str(data["decoder"]["output"]),
+        image=None if image is None else ImageDefaults(
+            patch_size=int(image["patch_size"]),
+            spatial_merge_size=int(image["spatial_merge_size"]),
+            temporal_patch_size=int(image["temporal_patch_size"]),
+            min_pixels=int(image.get("min_pixels", _native.DEFAULT_MIN_PIXELS)),
+            max_pixels=int(image.get("max_pixels", _native.DEFAULT_MAX_PIXELS)),
+        ),
+        source_path=str((data.get("source") or {}).get("path", "")),
+        source_hash=str((data.get("source") or {}).get("hash", "")),
+    )
+
+
+__all__ = [
+    "MANIFEST",
+    "Dims",
+    "Prompt",
+    "ImageDefaults",
+    "Manifest",
+    "read_manifest",
+]

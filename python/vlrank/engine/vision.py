@@ -1,10 +1,10 @@
-"""The image path of the Qwen3-VL facade: images -> vision features and M-RoPE positions.
+"""The vision tower and its per-call image cache: images -> vision features and M-RoPE positions.
 
-What the facade (reranker.py / embedder.py) does with it, per call::
+What a task (tasks/rerank.py, tasks/embed.py) does with it, per call::
 
     images = ImageBatch(tower, min_pixels=..., max_pixels=...)
     per_side = images.prepare(parsed_inputs)        # header-only probe: token counts, nothing decoded
-    ids = vl_rerank_ids(tok, query=..., documents=..., query_images=..., doc_images=..., ...)  # or vl_embed_ids
+    ids = prompt_ids.vl_rerank_ids(tok, query=..., documents=..., ...)     # or vl_embed_ids
     pos = images.positions(ids[i], row_images[i], image_pad_id=...)     # (3, L) per row, rope.rs
     image_embeds, deepstack = images.features(images_of_the_batch_rows)  # decodes, runs the tower
 
@@ -18,20 +18,17 @@ sizes never need padding.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vlrank import _native
-from vlrank.errors import ContextTooLongError, ImageDecodeError, InvalidInputError, VlrankError
+from vlrank.engine.sessions import create_session
+from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
-
-CONTEXT_TOKENS = 32_768
-# Tokens one image costs in a prompt besides its pads: <|vision_start|> and <|vision_end|>.
-IMAGE_WRAPPER_TOKENS = 2
+from vlrank.preprocess.images import preprocess_native_items, probe_native_items, resized_size
 
 
 def payload_key(payload: bytes | np.ndarray) -> str:
@@ -45,22 +42,6 @@ def payload_key(payload: bytes | np.ndarray) -> str:
         h.update(f"array\0{arr.dtype.str}\0{arr.shape}\0".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _named(origin: str) -> Iterator[None]:
-    """(QA fix) Re-raise a native image error so that it names ``origin`` (the caller's field path, e.g.
-    ``documents[2].content[0].image_url.url``) in ``.field`` and in the message, keeping its class."""
-    try:
-        yield
-    except VlrankError as exc:
-        if exc.field == origin:
-            raise
-        message = str(exc)
-        if exc.field and message.startswith(f"{exc.field}: "):  # e.g. "image: aspect ratio ..."
-            message = message[len(exc.field) + 2 :]
-        message = message if origin in message else f"{origin}: {message}"
-        raise type(exc)(message, field=origin) from exc
 
 
 class PreparedImage:
@@ -108,8 +89,6 @@ class VisionTower:
 
     def __init__(self, model_dir: str | Path, *, providers=None, session=None, ort_options=None) -> None:
         if session is None:
-            from vlrank.runtime import create_session
-
             session = create_session(Path(model_dir) / VISION_FILE, providers=providers, ort_options=ort_options)
         self.session = session
         meta = read_vision_metadata(session.get_modelmeta().custom_metadata_map)
@@ -184,15 +163,7 @@ class ImageBatch:
         encoded = [(k, p, o) for k, (p, o) in todo.items() if not isinstance(p, np.ndarray)]
         sizes: dict[tuple[str, int, int], tuple[int, int]] = {}
         if encoded:
-            try:
-                infos = _native.probe_images([p for _, p, _ in encoded], field="images")
-            except VlrankError:
-                # (QA fix) the native probe names images by their position in this list ("images[0]") and
-                # leaves .field unset; re-probe one by one so the error names the caller's field path.
-                for _, payload, origin in encoded:
-                    with _named(origin):
-                        _native.probe_image(payload, name=origin)
-                raise
+            infos = probe_native_items([p for _, p, _ in encoded], names=[o for _, _, o in encoded])
             for (key, _, _), (_, width, height) in zip(encoded, infos):
                 sizes[key] = (int(height), int(width))
         for key, (payload, origin) in todo.items():
@@ -202,8 +173,8 @@ class ImageBatch:
                                             "(H, W, 3) or (H, W, 4) uint8", field=origin)
                 sizes[key] = (int(payload.shape[0]), int(payload.shape[1]))
             height, width = sizes[key]
-            with _named(origin):  # (QA fix) aspect-ratio errors said field="image", not which image
-                rh, rw = _native.smart_resize(height, width, self.min_pixels, self.max_pixels)
+            rh, rw = resized_size(height=height, width=width, min_pixels=self.min_pixels,
+                                  max_pixels=self.max_pixels, name=origin)
             patch = self.tower.patch
             self._prepared[key] = PreparedImage(key=key, payload=payload, origin=origin, grid_h=int(rh) // patch,
                                                 grid_w=int(rw) // patch, merge=self.tower.merge)
@@ -213,18 +184,10 @@ class ImageBatch:
         pending = list({id(img): img for img in images if not img.has_pixels}.values())
         if not pending:
             return
-        try:
-            results = _native.preprocess_images([img.payload for img in pending], min_pixels=self.min_pixels,
-                                                max_pixels=self.max_pixels, names=[img.origin for img in pending])
-        except VlrankError as exc:
-            # (QA fix) native decode errors name the image in the message only (.field is None): set the
-            # field to the origin the message names (the longest one: "documents[1]" is a prefix of others).
-            if exc.field not in {img.origin for img in pending}:  # native names it by list position
-                named = [img.origin for img in pending if img.origin and img.origin in str(exc)]
-                exc.field = max(named, key=len) if named else None
-            raise
+        results = preprocess_native_items([img.payload for img in pending], min_pixels=self.min_pixels,
+                                          max_pixels=self.max_pixels, names=[img.origin for img in pending])
         for img, result in zip(pending, results):
-            pixels, (_, gh, gw) = result[0], result[1]
+            pixels, (_, gh, gw) = result.pixel_values, (int(v) for v in result.grid_thw[0])
             if (int(gh), int(gw)) != (img.grid_h, img.grid_w):
                 raise ImageDecodeError(
                     f"{img.origin}: its header says a {img.grid_h} x {img.grid_w} patch grid but the decoded image "
@@ -273,136 +236,4 @@ class ImageBatch:
                                           image_grids=[img.merged_grid for img in images])
 
 
-# ---- context errors ------------------------------------------------------------------------------------
-def context_too_long(*, needed: int, text_tokens: int, images: Sequence[PreparedImage], min_pixels: int,
-                     max_pixels: int, field: str, context: int = CONTEXT_TOKENS,
-                     max_length: int | None = None) -> ContextTooLongError:
-    """A ContextTooLongError that says how many tokens the prompt needs and which max_pixels would fit.
-
-    ``text_tokens``: the prompt's tokens besides the image pads. smart_resize never gives an image more
-    than max_pixels / (32·32) tokens, so spreading what the context has left over the images gives a
-    max_pixels that is guaranteed to fit (unless min_pixels forces more)."""
-    image_tokens = sum(img.num_tokens for img in images)
-    # (QA fix) embeddings truncate to the first max_length ids and refuse a cut image: when the prompt fits
-    # the context, max_length is the limit, and the message used to blame the 32,768 context instead.
-    cut_by_max_length = max_length is not None and needed <= context
-    if cut_by_max_length:
-        context = max_length
-    n = max(len(images), 1)
-    per_image = (context - text_tokens) // n
-    unit = 32 * 32
-    if per_image * unit >= max(min_pixels, unit):
-        hint = (f"pass max_pixels={per_image * unit} or less (at most {per_image} tokens per image; "
-                f"it is {max_pixels} now)")
-    elif per_image >= 1:
-        # (QA fix) min_pixels above what fits used to get "even the smallest images do not fit", though
-        # lowering min_pixels (with max_pixels) does fix it.
-        hint = (f"pass min_pixels and max_pixels of {per_image * unit} or less (at most {per_image} tokens per "
-                f"image; min_pixels={min_pixels} forces more)")
-    else:
-        hint = "pass fewer images or shorter texts: even the smallest images do not fit"
-    if cut_by_max_length:
-        return ContextTooLongError(
-            f"{field}: the prompt needs {needed} tokens ({image_tokens} of them for {len(images)} image(s)) but "
-            f"max_length={max_length} would cut its image tokens (an image is never truncated); pass "
-            f"max_length={needed} or more, or {hint.removeprefix('pass ')}",
-            field=field,
-        )
-    return ContextTooLongError(
-        f"{field}: the prompt needs {needed} tokens ({image_tokens} of them for {len(images)} image(s)) but the "
-        f"model's context holds {context}; {hint}",
-        field=field,
-    )
-
-
-def context_error_for_row(build_ids: Callable[[list[int]], Sequence[int]], images: Sequence[PreparedImage], *,
-                          min_pixels: int, max_pixels: int, field: str,
-                          max_length: int | None = None) -> ContextTooLongError:
-    """``context_too_long`` for a row whose prompt builder refused it: ``build_ids(counts)`` rebuilds the
-    row's ids with the given per-image token counts; building it with 1-token images measures the text.
-    ``max_length``: set for embeddings, whose truncation to max_length refuses to cut an image."""
-    try:
-        ones = build_ids([1] * len(images))
-    except ContextTooLongError:
-        if max_length is None:
-            raise
-        # (QA fix) even 1-token images are cut: only a larger max_length helps (was the bare native error).
-        return ContextTooLongError(
-            f"{field}: max_length={max_length} cuts into the image tokens even at one token per image; pass a "
-            "larger max_length (or None for the model's default)", field=field)
-    text_tokens = len(ones) - len(images)
-    needed = text_tokens + sum(img.num_tokens for img in images)
-    return context_too_long(needed=needed, text_tokens=text_tokens, images=images, min_pixels=min_pixels,
-                            max_pixels=max_pixels, field=field, max_length=max_length)
-
-
-# ---- prompt ids with image-aware context errors --------------------------------------------------------
-def vl_rerank_ids(tokenizer, *, query, documents: Sequence, query_images: Sequence[PreparedImage],
-                  doc_images: Sequence[Sequence[PreparedImage]], instruction: str | None, max_length: int,
-                  min_pixels: int, max_pixels: int) -> list[list[int]]:
-    """``_native.build_vl_rerank_ids_batch`` for a parsed query and documents; a pair over the context
-    raises a ContextTooLongError naming that document, the tokens it needs and a max_pixels that fits."""
-    q_counts = ImageBatch.token_counts(query_images)
-
-    def row(i: int, counts: list[int]) -> Sequence[int]:
-        return _native.build_vl_rerank_ids(
-            tokenizer, query_images=counts[: len(q_counts)], query_texts=list(query.texts),
-            doc_images=counts[len(q_counts):], doc_texts=list(documents[i].texts), instruction=instruction,
-            max_length=max_length)
-
-    rows = [list(query_images) + list(imgs) for imgs in doc_images]
-    fields = [f"documents[{i}]" for i in range(len(rows))]
-    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
-    try:
-        return [list(r) for r in _native.build_vl_rerank_ids_batch(
-            tokenizer, query_images=q_counts, query_texts=list(query.texts),
-            documents=[(ImageBatch.token_counts(imgs), list(d.texts)) for imgs, d in zip(doc_images, documents)],
-            instruction=instruction, max_length=max_length)]
-    except ContextTooLongError as exc:
-        raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
-                                   fields=fields) or exc from None
-
-
-def vl_embed_ids(tokenizer, *, inputs: Sequence, images: Sequence[Sequence[PreparedImage]],
-                 instruction: str | None, max_length: int, min_pixels: int, max_pixels: int) -> list[list[int]]:
-    """``_native.build_vl_embed_ids_batch`` for parsed inputs, with image-aware context errors."""
-
-    def row(i: int, counts: list[int]) -> Sequence[int]:
-        return _native.build_vl_embed_ids(tokenizer, images=counts, texts=list(inputs[i].texts),
-                                          instruction=instruction, max_length=max_length)
-
-    rows = [list(imgs) for imgs in images]
-    fields = [f"input[{i}]" for i in range(len(rows))]
-    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
-    try:
-        return [list(r) for r in _native.build_vl_embed_ids_batch(
-            tokenizer, inputs=[(ImageBatch.token_counts(imgs), list(x.texts)) for imgs, x in zip(images, inputs)],
-            instruction=instruction, max_length=max_length)]
-    except ContextTooLongError as exc:
-        raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
-                                   fields=fields, max_length=max_length) or exc from None
-
-
-def _first_context_error(build_row: Callable[[int, list[int]], Sequence[int]],
-                         rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
-                         fields: Sequence[str], max_length: int | None = None) -> ContextTooLongError | None:
-    for i, imgs in enumerate(rows):
-        if not imgs:
-            continue
-        try:
-            build_row(i, ImageBatch.token_counts(imgs))
-        except ContextTooLongError:
-            return context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
-                                         max_pixels=max_pixels, field=fields[i], max_length=max_length)
-    return None
-
-
-def _check_image_tokens(build_row: Callable[[int, list[int]], Sequence[int]],
-                        rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
-                        fields: Sequence[str]) -> None:
-    """Rows whose images alone overflow the context fail here, before the prompt builder (which refuses a
-    single image count over the context as a plain invalid count, without the max_pixels advice)."""
-    for i, imgs in enumerate(rows):
-        if sum(img.num_tokens + IMAGE_WRAPPER_TOKENS for img in imgs) > CONTEXT_TOKENS:
-            raise context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
-                                        max_pixels=max_pixels, field=fields[i])
+__all__ = ["payload_key", "PreparedImage", "VisionTower", "ImageBatch"]

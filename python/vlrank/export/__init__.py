@@ -1,32 +1,25 @@
 """``vlrank.export``: a Hugging Face checkpoint -> a vlrank model directory, without torch.
 
-The output directory holds ``vlrank.json`` (manifest.py), ``tokenizer.json``, ``decoder.onnx`` (+
-``decoder.onnx.data``) and, for Qwen3-VL, the vision graph files written by export/vision.py.
+The output directory holds ``vlrank.json`` (its format: export/manifest.py), ``tokenizer.json``,
+``decoder.onnx`` (+ ``decoder.onnx.data``) and, for Qwen3-VL, the vision graph files written by
+export/vision.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from vlrank import _native
+from vlrank.export.manifest import FORMAT, MAX_LENGTH_DEFAULTS, PROMPT_DEFAULTS, TASKS, special_token_ids, write_manifest
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
 from vlrank.export.decoder import DECODER_FILE, build_decoder
-from vlrank.export.manifest import (
-    CONTEXT_LENGTH,
-    FORMAT,
-    MANIFEST,
-    MAX_LENGTH_DEFAULTS,
-    PROMPT_DEFAULTS,
-    special_token_ids,
-    write_manifest,
-)
+from vlrank.export.vision import build_vision_graph
 
 DTYPES = ("float32", "float16", "bfloat16")
-TASKS = ("rerank", "embed")
 
 __all__ = ["export", "resolve_checkpoint", "infer_task", "DTYPES", "TASKS"]
 
@@ -35,7 +28,7 @@ def resolve_checkpoint(src: str | Path) -> Path:
     """A local checkpoint directory, or a hub id downloaded with huggingface_hub."""
     path = Path(src).expanduser()
     if path.exists():
-        if not path.is_dir():  # (QA fix) a file used to crash later with NotADirectoryError
+        if not path.is_dir():  # a file is a bad `model` argument, not a checkpoint
             raise ModelDirectoryError(f"{src}: is a file, not a directory; pass a checkpoint directory, an exported "
                                       "vlrank directory (with vlrank.json) or a hub id", field="model")
         return path
@@ -118,7 +111,7 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # (QA fix) e.g. a parent that is a file: was a bare NotADirectoryError
+    except OSError as exc:  # e.g. a parent that is a file: a bad `out_dir` argument
         raise InvalidInputError(f"out_dir: cannot create {str(out)!r} ({exc.strerror or exc}); pass a writable "
                                 "directory path", field="out_dir") from exc
     vision_cfg = ckpt.vision_config or {}
@@ -156,7 +149,7 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         "special_tokens": special,
         "prompt": PROMPT_DEFAULTS[(ckpt.family, task)],
         "max_length": MAX_LENGTH_DEFAULTS[(ckpt.family, task)],
-        "context_length": CONTEXT_LENGTH,
+        "context_length": _native.CONTEXT_TOKENS,
         "files": file_map,
         "decoder": {
             "inputs": ["input_ids", "attention_mask", "position_ids"]
@@ -171,8 +164,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
             "patch_size": int(vision_cfg.get("patch_size", 16)),
             "spatial_merge_size": int(vision_cfg.get("spatial_merge_size", 2)),
             "temporal_patch_size": int(vision_cfg.get("temporal_patch_size", 2)),
-            "min_pixels": 4096,
-            "max_pixels": 1310720,
+            "min_pixels": _native.DEFAULT_MIN_PIXELS,
+            "max_pixels": _native.DEFAULT_MAX_PIXELS,
         }
     write_manifest(out, data)
     ckpt.close()
@@ -180,15 +173,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
 
 
 def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
-    """Hook for export/vision.py (owned by the vision engineer): ``build_vision_graph(checkpoint,
-    out_dir, dtype) -> list[str]``; the first file is the graph, a second one its external data."""
-    try:
-        vision = importlib.import_module("vlrank.export.vision")
-    except ModuleNotFoundError as exc:
-        if exc.name == "vlrank.export.vision":
-            return {}
-        raise
-    files = vision.build_vision_graph(ckpt, out, dtype)
+    """The vision graph files (export/vision.py): the first is the graph, a second one its external data."""
+    files = build_vision_graph(ckpt, out, dtype)
     result = {"vision": files[0]} if files else {}
     if len(files) > 1:
         result["vision_data"] = files[1]
@@ -199,7 +185,3 @@ def _version() -> str:
     from vlrank import __version__
 
     return __version__
-
-
-# Keep MANIFEST importable from here for callers that only know the package.
-MANIFEST_FILE = MANIFEST

@@ -15,10 +15,11 @@ from typing import Any, NamedTuple, Sequence, Union
 import numpy as np
 
 from vlrank import _native
-from vlrank.errors import InvalidInputError
+from vlrank.errors import InvalidInputError, VlrankError, named_field
 
-DEFAULT_MIN_PIXELS = 4096
-DEFAULT_MAX_PIXELS = 1310720
+DEFAULT_MIN_PIXELS = int(_native.DEFAULT_MIN_PIXELS)
+DEFAULT_MAX_PIXELS = int(_native.DEFAULT_MAX_PIXELS)
+IMAGE_FACTOR = int(_native.IMAGE_FACTOR)  # pixels per image-token side: 16-pixel patches merged 2 x 2
 # Pillow's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), checked from the header.
 DEFAULT_MAX_DECODE_PIXELS = int(_native.DEFAULT_MAX_DECODE_PIXELS)
 
@@ -84,7 +85,7 @@ def image_tokens(
 ) -> int:
     """Image tokens (``<|image_pad|>`` count) of a width x height image under the budget."""
     h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
-    return (h // 32) * (w // 32)
+    return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
 
 
 def _is_pil(src: Any) -> bool:
@@ -146,7 +147,7 @@ def count_image_tokens(
     if _is_pil(src):  # a PIL image knows its size: no conversion needed
         width, height = src.size
         h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
-        return ImageTokenCount(height, width, h, w, (h // 32) * (w // 32), "pil")
+        return ImageTokenCount(height, width, h, w, (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR), "pil")
     native = _native_source(src, "src")
     if isinstance(native, np.ndarray):
         if native.ndim not in (2, 3):
@@ -155,7 +156,7 @@ def count_image_tokens(
     else:
         fmt, width, height = _native.probe_image(native)
     h, w = smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
-    return ImageTokenCount(height, width, h, w, (h // 32) * (w // 32), fmt)
+    return ImageTokenCount(height, width, h, w, (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR), fmt)
 
 
 def _wrap(result: tuple) -> PreprocessedImage:
@@ -215,6 +216,26 @@ def preprocess_image(
     return _wrap(out)
 
 
+def probe_native_items(items: Sequence[bytes], *, names: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Header-only ``(format, width, height)`` of encoded images, one native call. A bad header raises a
+    typed error that names its item by ``names[i]`` (the caller's field path) in ``.field``."""
+    items = list(items)
+    try:
+        return _native.probe_images(items, field="images")
+    except VlrankError:
+        # The batch probe names a bad image by its list position; probe one by one to name its field.
+        for item, name in zip(items, names):
+            with named_field(name):
+                _native.probe_image(item, name=name)
+        raise
+
+
+def resized_size(*, height: int, width: int, min_pixels: int, max_pixels: int, name: str) -> ResizedSize:
+    """``smart_resize`` whose errors (e.g. an extreme aspect ratio) name the image's field ``name``."""
+    with named_field(name):
+        return smart_resize(height=height, width=width, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
 def preprocess_native_items(
     items: Sequence[bytes | np.ndarray],
     *,
@@ -223,14 +244,23 @@ def preprocess_native_items(
     names: Sequence[str] | None = None,
 ) -> list[PreprocessedImage]:
     """For the facade: items already resolved to encoded bytes or uint8 arrays (one native call).
-    ``names`` label the items in errors (e.g. ``documents[2].content[0].image_url.url``)."""
+    ``names`` label the items in errors (e.g. ``documents[2].content[0].image_url.url``): the message
+    names the bad item and ``.field`` is set to its name."""
     _check_budget(min_pixels, max_pixels)
-    out = _native.preprocess_images(
-        list(items),
-        min_pixels=int(min_pixels),
-        max_pixels=int(max_pixels),
-        names=list(names) if names is not None else None,
-    )
+    try:
+        out = _native.preprocess_images(
+            list(items),
+            min_pixels=int(min_pixels),
+            max_pixels=int(max_pixels),
+            names=list(names) if names is not None else None,
+        )
+    except VlrankError as exc:
+        # Native decode errors name the item in the message only: set .field to the name the message
+        # holds (the longest: "documents[1]" is a prefix of "documents[1].content[0]...").
+        if names is not None and exc.field not in set(names):
+            hits = [n for n in names if n and n in str(exc)]
+            exc.field = max(hits, key=len) if hits else None
+        raise
     return [_wrap(r) for r in out]
 
 
@@ -238,6 +268,7 @@ __all__ = [
     "DEFAULT_MIN_PIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_DECODE_PIXELS",
+    "IMAGE_FACTOR",
     "ResizedSize",
     "ImageTokenCount",
     "PreprocessedImage",
@@ -246,5 +277,7 @@ __all__ = [
     "count_image_tokens",
     "preprocess_image",
     "preprocess_images",
+    "probe_native_items",
+    "resized_size",
     "preprocess_native_items",
 ]

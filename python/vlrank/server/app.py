@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse, Response
 from vlrank.errors import VlrankError
 from vlrank.inputs import FetchPolicy
 
-from .engines import EMBED, RERANK, EmbedEngine, Prepared, RerankEngine, is_warmup_refusal
+from .engines import EMBED, RERANK, Prepared, engine_class, is_warmup_refusal
 from .errors import ApiError, from_vlrank_error, install_handlers, internal_error
 from .metrics import Metrics
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from .models import ModelSpec, ServedModel, kind_of
+from .models import ModelSpec, ServedModel
 from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
 from .schemas import ERROR_RESPONSES, EmbeddingRequest, ErrorResponse, ModelList, RerankRequest
 from .settings import ServerSettings
@@ -73,9 +73,7 @@ class ServerState:
             self.failure = f"{type(exc).__name__}: {exc}"
 
     def _serve(self, name: str, model: Any) -> ServedModel:
-        kind = kind_of(model)
-        engine_cls = RerankEngine if kind == RERANK else EmbedEngine
-        engine = engine_cls(name, model, policy=self.policy, max_documents=self.settings.max_documents)
+        engine = engine_class(model)(name, model, policy=self.policy, max_documents=self.settings.max_documents)
         m = self.metrics
         scheduler = BatchScheduler(
             name,
@@ -89,7 +87,7 @@ class ServerState:
             on_depth=lambda depth: m.queue_depth.labels(name).set(depth),
         )
         scheduler.start()
-        return ServedModel(name=name, kind=kind, engine=engine, scheduler=scheduler)
+        return ServedModel(name=name, kind=engine.kind, engine=engine, scheduler=scheduler)
 
     async def _warm_up(self, served: ServedModel) -> None:
         for payload in served.engine.warmup_payloads():

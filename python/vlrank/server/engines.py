@@ -1,12 +1,11 @@
-"""Adapters between HTTP requests and one facade object (``vlrank.Reranker`` / ``vlrank.Embedder``).
+"""One engine per task between HTTP requests and a task object (``vlrank.Reranker`` / ``vlrank.Embedder``).
 
 ``prepare()`` runs in a request thread: it validates the request under the *server's* fetch policy
 (``file://`` and plain paths refused, private addresses refused unless allowed) with ``vlrank.inputs``,
 which names the exact JSON path of a fault, and estimates the request's token cost for the scheduler.
-``run_batch()`` runs on the model's worker thread. With a facade that offers ``rerank_many`` /
-``embed_many`` (docs/design.md, "Server hooks") a whole scheduler batch is one model plan; otherwise the
-requests of the batch run one after another through the plain public ``rerank()`` / ``embed()``, which
-keeps results identical to one-by-one calls by construction.
+``run_batch()`` runs on the model's worker thread: a whole scheduler batch is one model plan
+(``rerank_many`` / ``embed_many``, whose result i equals the single call i); a lone request is the
+plain public call.
 """
 
 from __future__ import annotations
@@ -14,14 +13,17 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+import logging
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
-from vlrank.inputs import FetchPolicy
-from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query
+from vlrank.inputs import FetchPolicy, ParsedInput, parse_documents, parse_embedding_input, parse_query
+from vlrank.preprocess.images import count_image_tokens, image_tokens
+from vlrank.preprocess.prompts import CONTEXT_TOKENS
+from vlrank.tasks import Embedder, Reranker
 
 RERANK, EMBED = "rerank", "embed"
 log = logging.getLogger("vlrank.server")
@@ -32,7 +34,6 @@ log = logging.getLogger("vlrank.server")
 _BYTES_PER_TOKEN = 3
 _PAIR_OVERHEAD = 48  # system prompt + template tokens around a rerank pair / embedding input
 _IMAGE_GUESS = 256
-CONTEXT_TOKENS = 32_768  # the Qwen3 / Qwen3-VL context every pair must fit
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,15 @@ def _text_tokens(text: str) -> int:
 def _image_tokens(image: Any, pixels: tuple[int, int]) -> int:
     """Exact prompt tokens of one image (header probe + the reference resize rule) plus its two wrapper
     tokens; a guess when the header cannot be read (the facade then reports the real error)."""
-    from vlrank import _native
-
     try:
-        if getattr(image, "data", None) is not None:
-            _fmt, width, height = _native.probe_image(bytes(image.data))
-        elif getattr(image, "array", None) is not None:
-            height, width = (int(v) for v in image.array.shape[:2])
+        if image.data is not None:
+            tokens = count_image_tokens(bytes(image.data), min_pixels=pixels[0], max_pixels=pixels[1]).tokens
         else:
-            return _IMAGE_GUESS
-        return int(_native.image_tokens(height, width, pixels[0], pixels[1])) + 2
+            height, width = (int(v) for v in image.array.shape[:2])
+            tokens = image_tokens(width=width, height=height, min_pixels=pixels[0], max_pixels=pixels[1])
+        return int(tokens) + 2
     except Exception:  # noqa: BLE001 - only an estimate
         return _IMAGE_GUESS
-
-
-def _pixels(model: Any) -> tuple[int, int]:
-    return int(getattr(model, "min_pixels", 4096)), int(getattr(model, "max_pixels", 1310720))
 
 
 def _images_over_context(tokens: int, *, field: str) -> ContextTooLongError:
@@ -81,23 +75,72 @@ def _side_tokens(side: ParsedInput, pixels: tuple[int, int]) -> tuple[int, int]:
 
 
 
-class RerankEngine:
-    """One served reranker."""
+class TaskEngine(abc.ABC):
+    """What both engines share: the served task object, the server's fetch policy, the document cap, and
+    running a scheduler batch. An engine adds its ``prepare`` (request -> payload + cost), ``_call`` /
+    ``_call_many`` (the task's public calls) and its warm-up payloads."""
 
-    kind = RERANK
+    kind: ClassVar[str] = ""
 
     def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int) -> None:
         self.name = name
         self.model = model
         self.policy = policy
         self.max_documents = max_documents
-        self._many = getattr(model, "rerank_many", None)
+
+    @property
+    def _pixels(self) -> tuple[int, int]:
+        return self.model.min_pixels, self.model.max_pixels
+
+    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
+        """One model plan for the whole batch; if that plan fails outright (not a typed per-call error),
+        each request is retried alone so one bad request cannot fail the others."""
+        if len(payloads) > 1:
+            try:
+                return [self._named(r) for r in self._call_many(list(payloads))]
+            except Exception:  # noqa: BLE001 - isolate the culprit below; its own error reaches its client
+                log.warning("batched call of %d requests failed; retrying them one by one", len(payloads),
+                            exc_info=True)
+        return [self._one(p) for p in payloads]
+
+    def _one(self, payload: dict[str, Any]) -> Any:
+        try:
+            return self._named(self._call(payload))
+        except Exception as exc:  # noqa: BLE001 - returned to that request only, not the whole batch
+            return exc
+
+    def _named(self, result: Any) -> Any:
+        if isinstance(result, dict):
+            result["model"] = self.name
+        return result
+
+    @abc.abstractmethod
+    def prepare(self, **request: Any) -> Prepared:
+        """Validate one request under the server's policy and estimate its token cost."""
+
+    @abc.abstractmethod
+    def _call(self, payload: dict[str, Any]) -> dict:
+        """The task's public call for one prepared payload."""
+
+    @abc.abstractmethod
+    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        """The task's many-calls form: result i equals ``_call(payloads[i])``, errors in place."""
+
+    @abc.abstractmethod
+    def warmup_payloads(self) -> list[dict[str, Any]]:
+        """Payloads that load every session of the model (text, then an image) before /health says ready."""
+
+
+class RerankEngine(TaskEngine):
+    """One served reranker."""
+
+    kind = RERANK
 
     def prepare(self, *, query: Any, documents: Any, top_n: int | None, instruction: str | None,
                 return_documents: bool) -> Prepared:
         parsed_query = parse_query(query, policy=self.policy)
         parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
-        pixels = _pixels(self.model)
+        pixels = self._pixels
         q_text, q_img = _side_tokens(parsed_query, pixels)
         if q_img > CONTEXT_TOKENS:
             raise _images_over_context(q_img, field="query")
@@ -110,54 +153,37 @@ class RerankEngine:
             if q_img + d_img > CONTEXT_TOKENS:
                 raise _images_over_context(q_img + d_img, field=f"documents[{i}]")
             cost += q + d_text + d_img
-        # The facade's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
+        # The task's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
         # policy, in a request thread) is the only one: images are fetched once, never by the model worker.
         payload = {"query": parsed_query, "documents": parsed_docs, "top_n": top_n, "instruction": instruction,
                    "return_documents": return_documents}
         return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
 
-    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        return _run_batch(self._many, self._one, payloads, self._named)
+    def _call(self, payload: dict[str, Any]) -> dict:
+        return self.model.rerank(**payload)
 
-    def _one(self, payload: dict[str, Any]) -> Any:
-        try:
-            return self._named(self.model.rerank(**payload))
-        except Exception as exc:  # noqa: BLE001 - returned to that request only, not the whole batch
-            return exc
-
-    def _named(self, result: Any) -> Any:
-        if isinstance(result, dict):
-            result["model"] = self.name
-        return result
+    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        return self.model.rerank_many(payloads)
 
     def warmup_payloads(self) -> list[dict[str, Any]]:
-        image_doc = {"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}
         return [
-            {"query": "warm up", "documents": ["warm up"], "top_n": None, "instruction": None,
-             "return_documents": False},
-            {"query": "warm up", "documents": [image_doc], "top_n": None, "instruction": None,
-             "return_documents": False},
+            {"query": "warm up", "documents": [document], "top_n": None, "instruction": None,
+             "return_documents": False}
+            for document in ("warm up", _WARMUP_IMAGE)
         ]
 
 
-class EmbedEngine:
+class EmbedEngine(TaskEngine):
     """One served embedding model."""
 
     kind = EMBED
-
-    def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int) -> None:
-        self.name = name
-        self.model = model
-        self.policy = policy
-        self.max_documents = max_documents
-        self._many = getattr(model, "embed_many", None)
 
     def prepare(self, *, input: Any, messages: Any, instruction: str | None,  # noqa: A002
                 dimensions: int | None, encoding_format: str) -> Prepared:
         parsed = parse_embedding_input(input=input, messages=messages, policy=self.policy,
                                        max_inputs=self.max_documents)
         extra = (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
-        pixels = _pixels(self.model)
+        pixels = self._pixels
         cost = 0
         for i, side in enumerate(parsed):
             text, img = _side_tokens(side, pixels)
@@ -172,39 +198,31 @@ class EmbedEngine:
         payload["input"] = list(parsed) if isinstance(input, list) else parsed[0]
         return Prepared(payload=payload, cost=cost, items=len(parsed))
 
-    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        return _run_batch(self._many, self._one, payloads, self._named)
+    def _call(self, payload: dict[str, Any]) -> dict:
+        return self.model.embed(**payload)
 
-    def _one(self, payload: dict[str, Any]) -> Any:
-        try:
-            return self._named(self.model.embed(**payload))
-        except Exception as exc:  # noqa: BLE001
-            return exc
-
-    def _named(self, result: Any) -> Any:
-        if isinstance(result, dict):
-            result["model"] = self.name
-        return result
+    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        return self.model.embed_many(payloads)
 
     def warmup_payloads(self) -> list[dict[str, Any]]:
         return [
             {"input": "warm up", "instruction": None, "dimensions": None, "encoding_format": "float"},
-            {"input": [{"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}],
-             "instruction": None, "dimensions": None, "encoding_format": "float"},
+            {"input": [_WARMUP_IMAGE], "instruction": None, "dimensions": None, "encoding_format": "float"},
         ]
 
 
-def _run_batch(many: Any, one: Any, payloads: Sequence[dict[str, Any]], named: Any) -> list[Any]:
-    """One model plan for the whole batch when the facade has ``*_many``; if that plan fails outright
-    (not a typed per-call error), each request is retried alone so one bad request cannot fail the
-    others; without the hook, requests run one by one."""
-    if many is not None and len(payloads) > 1:
-        try:
-            return [named(r) for r in many(list(payloads))]
-        except Exception:  # noqa: BLE001 - isolate the culprit below; its own error reaches its client
-            log.warning("batched call of %d requests failed; retrying them one by one", len(payloads),
-                        exc_info=True)
-    return [one(p) for p in payloads]
+_ENGINES: tuple[tuple[type, type[TaskEngine]], ...] = ((Reranker, RerankEngine), (Embedder, EmbedEngine))
+
+
+def engine_class(model: Any) -> type[TaskEngine]:
+    """The engine of a task object: ``RerankEngine`` for a ``vlrank.Reranker``, ``EmbedEngine`` for a
+    ``vlrank.Embedder`` (subclasses included)."""
+    for task_cls, engine_cls in _ENGINES:
+        if isinstance(model, task_cls):
+            return engine_cls
+    raise InvalidInputError(
+        f"models: a {type(model).__name__} is neither a vlrank.Reranker nor a vlrank.Embedder; pass one of "
+        "them or a ModelSpec", field="models")
 
 
 def is_warmup_refusal(exc: BaseException) -> bool:
@@ -224,3 +242,4 @@ def _png(width: int, height: int) -> bytes:
 
 
 _WARMUP_PNG_URL = "data:image/png;base64," + base64.b64encode(_png(64, 64)).decode()
+_WARMUP_IMAGE = {"content": [{"type": "image_url", "image_url": {"url": _WARMUP_PNG_URL}}]}

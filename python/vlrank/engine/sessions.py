@@ -1,0 +1,108 @@
+"""ONNX Runtime sessions: provider choice, session options, loading a graph.
+
+Threads: ONNX Runtime owns the model's compute threads (its intra-op pool sizes itself to the cores);
+vlrank adds none around a run. Preprocessing parallelism lives in the Rust core, which releases the GIL.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_ALIASES = {"cpu": [CPU], "cuda": [CUDA, CPU], "gpu": [CUDA, CPU]}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - declared dependency
+        raise RuntimeUnavailableError("onnxruntime is not installed: pip install onnxruntime "
+                                      "(or onnxruntime-gpu for CUDA)") from exc
+    return ort
+
+
+def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
+    """None / "auto": CUDA when this onnxruntime has it, else CPU. "cpu" / "cuda" or a list of ORT
+    provider names. Asking for CUDA where it is missing warns and falls back to CPU."""
+    available = _ort().get_available_providers()
+    if providers is None or providers == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if isinstance(providers, str):
+        if providers.lower() not in _ALIASES:
+            raise InvalidInputError(
+                f"providers={providers!r}; pass 'auto', 'cpu', 'cuda' or a list of ONNX Runtime provider names",
+                field="providers",
+            )
+        wanted = _ALIASES[providers.lower()]
+    else:
+        # Anything but a list of names is a bad `providers` argument, never an unloadable model.
+        if isinstance(providers, (bytes, dict)) or not isinstance(providers, Sequence):
+            raise InvalidInputError(
+                f"providers={providers!r}; pass 'auto', 'cpu', 'cuda' or a list of ONNX Runtime provider names",
+                field="providers",
+            )
+        wanted = list(providers)
+        if not wanted or not all(isinstance(p, str) for p in wanted):
+            raise InvalidInputError("providers must be a non-empty list of provider names, e.g. "
+                                    "['CUDAExecutionProvider', 'CPUExecutionProvider']", field="providers")
+    missing = [p for p in wanted if p not in available]
+    if CUDA in missing:
+        warnings.warn(
+            "CUDA was requested but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu "
+            "and a matching CUDA); running on CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    chosen = [p for p in wanted if p in available]
+    if not chosen:
+        if missing == [CUDA]:
+            return [CPU]
+        raise RuntimeUnavailableError(
+            f"none of the providers {wanted} is available; this onnxruntime offers {available}",
+            field="providers",
+        )
+    return chosen
+
+
+def create_session(model_path: str | Path, *, providers: str | Sequence[str] | None = None,
+                   ort_options: Mapping[str, str] | None = None):
+    """An InferenceSession with full graph optimisation on the chosen providers.
+
+    ``ort_options``: ONNX Runtime session config entries (``SessionOptions.add_session_config_entry``),
+    e.g. ``{"session.intra_op.allow_spinning": "0"}`` — a server sets it so idle ORT threads do not spin
+    on the cores its event loop needs between batches."""
+    ort = _ort()
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path} is missing; re-export the model", field="model")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    for key, value in check_ort_options(ort_options).items():
+        options.add_session_config_entry(key, value)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(providers))
+    except (RuntimeUnavailableError, InvalidInputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+        raise ModelDirectoryError(f"{path}: ONNX Runtime could not load it ({exc}); re-export the model",
+                                  field="model") from exc
+
+
+def check_ort_options(ort_options: object) -> dict[str, str]:
+    """Validate ``ort_options`` (a mapping of str to str) before any session is built."""
+    if ort_options is None:
+        return {}
+    if not isinstance(ort_options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in ort_options.items()):
+        raise InvalidInputError("ort_options: pass a mapping of ONNX Runtime session config keys to string "
+                                'values, e.g. {"session.intra_op.allow_spinning": "0"}', field="ort_options")
+    return dict(ort_options)
+
+
+__all__ = ["CPU", "CUDA", "resolve_providers", "create_session", "check_ort_options"]

@@ -1,0 +1,174 @@
+"""What every task (``Reranker``, ``Embedder``) shares: argument checks, the loaded model, the per-call
+image cache, image preparation, ``*_many`` and the error field names.
+
+A call runs in three steps; a task writes only the first and the last:
+  prepare  inputs -> parsed sides -> (images probed once) -> prompt ids per row        (``_prepare``)
+  model    all rows of the call(s) through one token-budgeted batch plan               (ModelRunner.run)
+  result   decoder outputs -> the IONOS / OpenAI result                                 (``_result``)
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner
+from vlrank.engine.vision import ImageBatch, VisionTower
+from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
+from vlrank.inputs import FetchPolicy, ParsedInput
+from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from vlrank.preprocess.prompts import CONTEXT_TOKENS
+
+
+def check_pixels(min_pixels: Any, max_pixels: Any) -> tuple[int, int]:
+    for value, fld in ((min_pixels, "min_pixels"), (max_pixels, "max_pixels")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{fld}={value!r}; pass a positive number of pixels (e.g. 4096)", field=fld)
+    if min_pixels > max_pixels:
+        raise InvalidInputError(f"min_pixels={min_pixels} is larger than max_pixels={max_pixels}; pass "
+                                "min_pixels <= max_pixels", field="min_pixels")
+    return min_pixels, max_pixels
+
+
+def check_max_length(max_length: Any, *, default: int, context: int) -> int:
+    """``max_length`` within 1..context; None gives ``default`` (0 before the model is loaded: the
+    message then speaks of the model's default)."""
+    if max_length is None:
+        return default
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= context:
+        hint = f"the default {default}" if default > 0 else "the model's default"
+        raise InvalidInputError(
+            f"max_length={max_length!r}; pass an integer from 1 to the model's context of {context} tokens "
+            f"(or None for {hint})",
+            field="max_length",
+        )
+    return max_length
+
+
+def as_int(value: Any) -> Any:
+    """A plain int for any integral non-bool value (numpy integers such as np.int64(5) are integers too),
+    else the value unchanged for the caller's check."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def check_positive(value: Any, *, field: str, what: str, upper: int | None = None) -> int | None:
+    """None, or an integer >= 1 (and <= ``upper``); ``what`` ends the message (what None means)."""
+    value = as_int(value)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1
+                              or (upper is not None and value > upper)):
+        span = "a positive integer" if upper is None else f"an integer from 1 to {upper}"
+        raise InvalidInputError(f"{field}={value!r}; pass {span} ({what})", field=field)
+    return value
+
+
+def check_calls(calls: Any, *, method: str) -> Sequence[Any]:
+    """A list of calls: a string, a mapping or a non-sequence is one bad argument, not many bad calls."""
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Sequence):
+        raise InvalidInputError(f"calls: expected a list of {method}() keyword-argument mappings, got "
+                                f"{type(calls).__name__}; pass e.g. [{{...}}, {{...}}]", field="calls")
+    return calls
+
+
+def check_instruction(instruction: Any) -> str | None:
+    if instruction is not None and not isinstance(instruction, str):
+        raise InvalidInputError(f"instruction: expected a string or None, got {type(instruction).__name__}",
+                                field="instruction")
+    return instruction
+
+
+class Task:
+    """The shared floor of ``Reranker`` and ``Embedder``. A task sets ``task`` (the export task),
+    ``method`` and ``call_args`` (its public call and keywords), ``inputs_field`` and ``image_verb``
+    (for error messages), and writes ``_prepare(images=..., **call)`` and ``_result(prepared, outputs)``."""
+
+    task: ClassVar[str] = ""
+    method: ClassVar[str] = ""
+    call_args: ClassVar[frozenset[str]] = frozenset()
+    inputs_field: ClassVar[str] = ""
+    image_verb: ClassVar[str] = ""
+
+    def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 name: str | None = None, fetch_policy: FetchPolicy | None = None,
+                 ort_options: Mapping[str, str] | None = None) -> None:
+        self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
+        if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
+            raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
+        self.fetch_policy = fetch_policy
+        if max_length is not None:  # fail before loading anything
+            check_max_length(max_length, default=0, context=CONTEXT_TOKENS)
+        self.runner = ModelRunner(model, task=self.task, providers=providers, batch_tokens=batch_tokens,
+                                  ort_options=ort_options)
+        m = self.runner.manifest
+        self.max_length = check_max_length(max_length, default=m.max_length, context=m.context_length)
+        self.name = name or m.name
+        self.family = m.family
+        self._tower: VisionTower | None = None
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.runner.batch_tokens
+
+    def tower(self) -> VisionTower:
+        """The vision tower (loaded on first use)."""
+        if self._tower is None:
+            manifest = self.runner.manifest
+            if not manifest.has_vision:
+                raise ModelDirectoryError(f"{manifest.root} has no vision graph; this model takes text only "
+                                          "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
+            self._tower = VisionTower(manifest.root, providers=self.runner.providers,
+                                      ort_options=self.runner.ort_options)
+        return self._tower
+
+    # ---- one call, many calls ------------------------------------------------------------------------
+    def _image_batch(self) -> ImageBatch | None:
+        """A per-call image cache (each distinct image probed, decoded and encoded once), or None for a
+        text-only model."""
+        if not self.runner.manifest.has_vision:
+            return None
+        return ImageBatch(self.tower(), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+
+    def _call(self, **call: Any) -> dict:
+        images = self._image_batch()
+        prepared = self._prepare(images=images, **call)
+        return self._result(prepared, self.runner.run(prepared.rows, images))
+
+    def _call_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
+        """Many calls through one batch plan; result i equals the single call ``calls[i]`` (ids aside),
+        a bad call yields its typed error in place."""
+        calls = check_calls(calls, method=self.method)
+        images = self._image_batch()
+        prepared: list[Any] = []
+        for i, call in enumerate(calls):
+            try:
+                if not isinstance(call, Mapping) or not set(call) <= self.call_args:
+                    raise InvalidInputError(f"calls[{i}]: pass a mapping of {self.method}() keyword arguments "
+                                            f"({', '.join(sorted(self.call_args))})", field=f"calls[{i}]")
+                prepared.append(self._prepare(images=images, **call))
+            except VlrankError as exc:
+                prepared.append(exc)
+        return self.runner.run_calls(prepared, images, self._result)
+
+    def _prepare_images(self, sides: list[ParsedInput], images: ImageBatch | None) -> list[list]:
+        """Each side's prepared images (header-probed, nothing decoded yet)."""
+        if not any(s.images for s in sides):
+            return [[] for _ in sides]
+        if images is None:
+            raise InvalidInputError(f"this model directory has no vision graph, so it cannot {self.image_verb} "
+                                    "images; re-export the Qwen3-VL checkpoint with this vlrank",
+                                    field=self.inputs_field)
+        return images.prepare(sides)
+
+
+def usage(rows: Sequence[Any]) -> dict[str, int]:
+    """The usage block of a result: every prompt token of the call's rows."""
+    tokens = sum(len(r.ids) for r in rows)
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+__all__ = ["Task", "check_pixels", "check_max_length", "check_positive", "check_calls", "check_instruction",
+           "as_int", "usage"]
