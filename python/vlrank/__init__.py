@@ -6,6 +6,7 @@ The public API is re-exported here; the native core is the private ``vlrank._nat
 
 from __future__ import annotations
 
+from vlrank import errors as _errors
 from vlrank.errors import (
     ContextTooLongError,
     ImageDecodeError,
@@ -18,20 +19,9 @@ from vlrank.errors import (
     VlrankError,
 )
 
-__version__ = "0.1.0"
+from vlrank.version import __version__
 
-__all__ = [
-    "__version__",
-    "VlrankError",
-    "InvalidInputError",
-    "ImageDecodeError",
-    "ImageTooLargeError",
-    "ImageFetchError",
-    "ContextTooLongError",
-    "TokenizerError",
-    "ModelDirectoryError",
-    "RuntimeUnavailableError",
-]
+__all__ = ["__version__", *(name for name in _errors.__all__ if name.endswith("Error"))]
 
 # inputs: request shapes -> typed parts, image source policy
 from vlrank.inputs import FetchPolicy, ImageSource  # noqa: E402

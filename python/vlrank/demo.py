@@ -74,7 +74,7 @@ def demo_documents() -> list[object]:
 
 def run_demo(*, cache_dir: Path | None = None, top_n: int | None = None) -> dict:
     """Build (once) and export (once) the demo model, then rerank the demo documents."""
-    from vlrank import Reranker
+    from vlrank.tasks import Reranker
 
     checkpoint = ensure_demo_checkpoint(cache_dir=cache_dir)
     reranker = Reranker(str(checkpoint), name=DEMO_MODEL_NAME)

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from vlrank import __version__
+    from vlrank.version import __version__
 
     return __version__
 

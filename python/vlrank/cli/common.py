@@ -47,4 +47,21 @@ def write_json(obj: object, *, indent: int | None = None) -> None:
                           "with free space", field="stdout") from None
 
 
-__all__ = ["read_jsonl", "write_json"]
+def collect_inputs(given: list, path: Path | None, *, file_flag: str, field: str, missing: str) -> list:
+    """The items named on the command line, then those of the JSON-lines file ``path``; none at all is an
+    error on ``field`` saying ``missing``."""
+    items = list(given)
+    if path is not None:
+        items += read_jsonl(path, field=file_flag)
+    if not items:
+        raise InvalidInputError(missing, field=field)
+    return items
+
+
+def add_model_options(p) -> None:
+    """The options every model-running sub-command takes after its own."""
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+
+
+__all__ = ["read_jsonl", "write_json", "collect_inputs", "add_model_options"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlrank.cli.common import read_jsonl, write_json
-from vlrank.errors import InvalidInputError
+from vlrank.cli.common import add_model_options, collect_inputs, write_json
 
 EXAMPLES = """examples:
   vlrank embed --model out/emb "a red logo" "a blue car"
@@ -31,19 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", default=None)
     p.add_argument("--dimensions", type=int, default=None)
     p.add_argument("--encoding-format", choices=["float", "base64"], default="float")
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Embedder
 
-    inputs = list(args.texts)
-    if args.inputs is not None:
-        inputs += read_jsonl(args.inputs, field="--inputs")
-    if not inputs:
-        raise InvalidInputError("nothing to embed: pass TEXT arguments or --inputs FILE.jsonl", field="input")
+    inputs = collect_inputs(args.texts, args.inputs, file_flag="--inputs", field="input",
+                            missing="nothing to embed: pass TEXT arguments or --inputs FILE.jsonl")
     em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
                    encoding_format=args.encoding_format)

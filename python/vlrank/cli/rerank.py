@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlrank.cli.common import read_jsonl, write_json
-from vlrank.errors import InvalidInputError
+from vlrank.cli.common import add_model_options, collect_inputs, write_json
 
 EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
@@ -30,21 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a JSON-lines file, one document per line (a JSON string or an IONOS/OpenAI document object)")
     p.add_argument("--top-n", type=int, default=None)
     p.add_argument("--instruction", default=None)
-    p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--no-documents", action="store_true", help="leave the documents out of the results")
-    p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Reranker
 
-    docs = list(args.document)
-    if args.documents is not None:
-        docs += read_jsonl(args.documents, field="--documents")
-    if not docs:
-        raise InvalidInputError("no documents: pass --document TEXT (repeatable) or --documents FILE.jsonl",
-                                field="documents")
+    docs = collect_inputs(args.document, args.documents, file_flag="--documents", field="documents",
+                          missing="no documents: pass --document TEXT (repeatable) or --documents FILE.jsonl")
     rr = Reranker(args.model, max_length=args.max_length, providers=args.providers)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
                     return_documents=not args.no_documents)

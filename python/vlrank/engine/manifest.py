@@ -1,23 +1,8 @@
 """The typed, validated manifest (``vlrank.json``) of an exported model directory, read in one place.
 
-Fields (format 1):
-  format, vlrank_version
-  name                 model name reported in API responses (checkpoint directory name or hub id)
-  family               "qwen3" (text Qwen3-Reranker) | "qwen3_vl" (Qwen3-VL-Reranker / -Embedding)
-  task                 "rerank" | "embed"
-  dtype                weight storage dtype of the ONNX files ("float32" | "float16" | "bfloat16")
-  dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
-                       deepstack_layers (K of deepstack_embeds; 0 for text)
-  special_tokens       yes, no, image_pad, vision_start, vision_end, im_start, im_end, endoftext
-  prompt               system / default instruction the export used (the Rust core's prompt.rs constants)
-  max_length           default max prompt tokens; context_length: the hard ceiling
-  image                vision geometry + default pixel budget (qwen3_vl only)
-  files                {"tokenizer": ..., "decoder": ..., "decoder_data": ..., "vision": ...}
-  decoder              graph input / output names
-  source               {"path", "hash"} of the checkpoint it came from
-
-Every default recorded here comes from the Rust core (``vlrank._native``), the one owner of the model
-constants; the manifest records what an export used, so a directory keeps describing itself.
+The format (its fields, and the defaults an export records) is written by ``vlrank.export.manifest``;
+``read_manifest`` checks it and returns a ``Manifest`` of dataclasses that the engine, the tasks, the
+server and the CLI use instead of the raw JSON.
 """
 
 from __future__ import annotations

@@ -182,6 +182,6 @@ def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
 
 
 def _version() -> str:
-    from vlrank import __version__
+    from vlrank.version import __version__
 
     return __version__

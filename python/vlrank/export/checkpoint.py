@@ -182,7 +182,7 @@ def _read_header(path: Path) -> tuple[dict, int]:
             header = json.loads(fh.read(n))
     except OSError as exc:
         raise ModelDirectoryError(f"cannot read {path}: {exc}", field="model") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (QA fix) non-UTF-8 header bytes escaped
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # non-UTF-8 header bytes are corruption too
         raise ModelDirectoryError(f"{path}: corrupt safetensors header ({exc}); download it again", field="model") from exc
     return header, 8 + n
 
@@ -220,8 +220,8 @@ def _index_tensors(root: Path) -> dict[str, TensorInfo]:
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
-            # (QA fix) a truncated or hand-edited file used to fail later with a numpy reshape ValueError or a
-            # KeyError: check each entry's shape and that its bytes lie inside the file.
+            # A truncated or hand-edited file is refused here, typed: each entry's shape and dtype must be
+            # well-formed and its bytes must lie inside the file.
             try:
                 b, e = (int(x) for x in meta["data_offsets"])
                 shape = tuple(int(d) for d in meta["shape"])

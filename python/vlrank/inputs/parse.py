@@ -364,7 +364,7 @@ def parse_embedding_input(
     """
     policy = _check_policy(policy)
     if (input is None) == (messages is None):
-        # (QA fix) the message always began "input:" while the field said "messages" when both were given.
+        # The message begins with the field it names ("messages" when both are given).
         fld = "input" if input is None else "messages"
         raise InvalidInputError(
             f"{fld}: pass exactly one of input= (a string or a list) or messages= (a chat message list)",

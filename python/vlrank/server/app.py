@@ -230,7 +230,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
                 await asyncio.gather(loader, return_exceptions=True)
             await state.drain()
 
-    from vlrank import __version__
+    from vlrank.version import __version__
 
     app = FastAPI(
         title="vlrank",
