@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
-from vlrank.export.decoder import DECODER_FILE, build_decoder
+from vlrank.export.decoder import DECODER_FILE, build_decoder, check_precision
 from vlrank.export.manifest import (
     CONTEXT_LENGTH,
     FORMAT,
@@ -98,12 +98,15 @@ class _Progress:
 
 
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
-           progress: bool = True, name: str | None = None) -> Path:
+           precision: str = "float32", progress: bool = True, name: str | None = None) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
-    ONNX files ("float32" | "float16" | "bfloat16"); compute is float32 either way.
+    ONNX files ("float32" | "float16" | "bfloat16"). ``precision``: compute dtype — "float32" (the CPU
+    graph, any storage) or "float16" | "bfloat16" (CUDA graphs; ``dtype`` must equal it). The manifest
+    records both and the provider the graph is meant for ("cpu" | "cuda").
     """
+    check_precision(precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
     root = resolve_checkpoint(src)
@@ -128,13 +131,14 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         special["image_pad"] = int(image_pad)
     bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
-                          image_token_id=special.get("image_pad"), deepstack_layers=deepstack, progress=bar)
+                          image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
+                          precision=precision, progress=bar)
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
-        file_map.update(_export_vision(ckpt, out, dtype))
+        file_map.update(_export_vision(ckpt, out, dtype, precision))
     t = ckpt.text
     data = {
         "format": FORMAT,
@@ -143,6 +147,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         "family": ckpt.family,
         "task": task,
         "dtype": dtype,
+        "precision": precision,
+        "provider": "cpu" if precision == "float32" else "cuda",
         "architecture": ckpt.architecture,
         "dims": {
             "hidden_size": t.hidden_size,
@@ -179,7 +185,7 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     return out
 
 
-def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
+def _export_vision(ckpt: Checkpoint, out: Path, dtype: str, precision: str) -> dict[str, str]:
     """Hook for export/vision.py (owned by the vision engineer): ``build_vision_graph(checkpoint,
     out_dir, dtype) -> list[str]``; the first file is the graph, a second one its external data."""
     try:
@@ -188,7 +194,7 @@ def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
         if exc.name == "vlrank.export.vision":
             return {}
         raise
-    files = vision.build_vision_graph(ckpt, out, dtype)
+    files = vision.build_vision_graph(ckpt, out, dtype, precision=precision)
     result = {"vision": files[0]} if files else {}
     if len(files) > 1:
         result["vision_data"] = files[1]

@@ -14,7 +14,12 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
   sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
   padding behind it, and the padding keys are masked as well.
 
-Weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
+Precision (``precision``): "float32" (the CPU graph) computes everything in float32. "float16" / "bfloat16"
+(CUDA graphs, weights stored in that dtype) run the MatMuls and the fused attention in half, as
+onnxruntime-genai's builder does; RMSNorm and its statistics, q/k-norm, the rotary tables, the residual
+stream, SiLU, the pruned final layer's one-query softmax and the head stay float32, and so do the outputs.
+
+For a float32 graph, weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
 at session load, so compute (and scores) stay float32 on CPU, whose ORT kernels lack most fp16 ops. The
 token embedding table is the exception: it is gathered in its storage dtype and only the gathered rows
 are cast, so the 151,936-row table stays half size in memory.
@@ -193,9 +198,11 @@ class DecoderBuilder:
             ctx = self.last_token_attention(q, k, v, last_mask)
         x = g.add(x, self._f32(g.matmul(ctx, self._linear(p + "self_attn.o_proj"))))
         h = self._to_compute(self.rms_norm(x, self._w(p + "post_attention_layernorm.weight")))
-        gate = g.matmul(h, self._linear(p + "mlp.gate_proj"))
-        up = g.matmul(h, self._linear(p + "mlp.up_proj"))
-        act = g.mul(g.mul(gate, g.sigmoid(gate)), up)
+        # SiLU·up in float32: the half graphs then hold only MatMul, attention, Cast and data-movement ops
+        # in half, each with a CUDA kernel for fp16 and bf16 (tests/test_attention_graphs.py).
+        gate = self._f32(g.matmul(h, self._linear(p + "mlp.gate_proj")))
+        up = self._f32(g.matmul(h, self._linear(p + "mlp.up_proj")))
+        act = self._to_compute(g.mul(g.mul(gate, g.sigmoid(gate)), up))
         return g.add(x, self._f32(g.matmul(act, self._linear(p + "mlp.down_proj"))))
 
     def fused_attention(self, q: str, k: str, v: str, lengths: tuple[str, str]) -> str:
