@@ -57,6 +57,9 @@ class Manifest:
     family: str
     task: str
     dtype: str
+    #: compute dtype of the graphs ("float32" | "float16" | "bfloat16") and the provider they are built for
+    precision: str
+    provider: str
     dims: Dims
     special: dict[str, int]
     prompt: Prompt
@@ -134,6 +137,8 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
         family=family,
         task=task,
         dtype=str(data.get("dtype", "float32")),
+        precision=str(data.get("precision", "float32")),
+        provider=str(data.get("provider", "cpu")),
         dims=Dims(
             hidden_size=int(dims["hidden_size"]),
             num_layers=int(dims["num_layers"]),

@@ -16,7 +16,7 @@ from vlrank import _native
 from vlrank.export.manifest import FORMAT, MAX_LENGTH_DEFAULTS, PROMPT_DEFAULTS, TASKS, special_token_ids, write_manifest
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
-from vlrank.export.decoder import DECODER_FILE, build_decoder
+from vlrank.export.decoder import DECODER_FILE, build_decoder, check_precision
 from vlrank.export.vision import build_vision_graph
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -91,12 +91,15 @@ class _Progress:
 
 
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
-           progress: bool = True, name: str | None = None) -> Path:
+           precision: str = "float32", progress: bool = True, name: str | None = None) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
-    ONNX files ("float32" | "float16" | "bfloat16"); compute is float32 either way.
+    ONNX files ("float32" | "float16" | "bfloat16"). ``precision``: compute dtype — "float32" (the CPU
+    graph, any storage) or "float16" | "bfloat16" (CUDA graphs; ``dtype`` must equal it). The manifest
+    records both and the provider the graph is meant for ("cpu" | "cuda").
     """
+    check_precision(precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
     root = resolve_checkpoint(src)
@@ -121,13 +124,14 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         special["image_pad"] = int(image_pad)
     bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
-                          image_token_id=special.get("image_pad"), deepstack_layers=deepstack, progress=bar)
+                          image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
+                          precision=precision, progress=bar)
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
-        file_map.update(_export_vision(ckpt, out, dtype))
+        file_map.update(_export_vision(ckpt, out, dtype, precision))
     t = ckpt.text
     data = {
         "format": FORMAT,
@@ -136,6 +140,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         "family": ckpt.family,
         "task": task,
         "dtype": dtype,
+        "precision": precision,
+        "provider": "cpu" if precision == "float32" else "cuda",
         "architecture": ckpt.architecture,
         "dims": {
             "hidden_size": t.hidden_size,
@@ -172,9 +178,9 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     return out
 
 
-def _export_vision(ckpt: Checkpoint, out: Path, dtype: str) -> dict[str, str]:
+def _export_vision(ckpt: Checkpoint, out: Path, dtype: str, precision: str) -> dict[str, str]:
     """The vision graph files (export/vision.py): the first is the graph, a second one its external data."""
-    files = build_vision_graph(ckpt, out, dtype)
+    files = build_vision_graph(ckpt, out, dtype, precision=precision)
     result = {"vision": files[0]} if files else {}
     if len(files) > 1:
         result["vision_data"] = files[1]

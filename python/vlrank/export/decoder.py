@@ -14,7 +14,12 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
   sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
   padding behind it, and the padding keys are masked as well.
 
-Weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
+Precision (``precision``): "float32" (the CPU graph) computes everything in float32. "float16" / "bfloat16"
+(CUDA graphs, weights stored in that dtype) run the MatMuls and the fused attention in half, as
+onnxruntime-genai's builder does; RMSNorm and its statistics, q/k-norm, the rotary tables, the residual
+stream, SiLU, the pruned final layer's one-query softmax and the head stay float32, and so do the outputs.
+
+For a float32 graph, weights stored as float16/bfloat16 are cast to float32 inside the graph; ORT constant-folds those Casts
 at session load, so compute (and scores) stay float32 on CPU, whose ORT kernels lack most fp16 ops. The
 token embedding table is the exception: it is gathered in its storage dtype and only the gathered rows
 are cast, so the 151,936-row table stays half size in memory.
@@ -28,13 +33,27 @@ from pathlib import Path
 import numpy as np
 
 from vlrank.export.checkpoint import Checkpoint, TextConfig
-from vlrank.export.graph import BOOL, FLOAT, INT64, STORAGE_TYPES, Graph
+from vlrank.errors import InvalidInputError
+from vlrank.export.graph import BOOL, FLOAT, INT32, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
 
 # Large negative instead of -inf: a fully masked row (an all-padding row) then gives a uniform softmax
 # rather than NaN; a masked score still contributes exactly 0 after exp().
 _MASKED = -1e30
 
 DECODER_FILE = "decoder.onnx"
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+def check_precision(precision: str, dtype: str) -> None:
+    """``precision`` is the compute dtype of the graph; a half-precision graph stores its weights in that
+    same dtype (``dtype`` must equal it), a float32 graph may store them in any of the three."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision={precision!r}; pass one of {', '.join(PRECISIONS)}",
+                                field="precision")
+    if precision != "float32" and dtype != precision:
+        raise InvalidInputError(
+            f"precision={precision!r} stores weights as {precision}, but dtype={dtype!r}; pass "
+            f"dtype={precision!r} (or precision='float32' for a float32-compute graph)", field="dtype")
 
 
 def inv_freq(cfg: TextConfig) -> np.ndarray:
@@ -57,12 +76,15 @@ class DecoderBuilder:
     """Builds decoder.onnx for one checkpoint and task."""
 
     def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
-                 image_token_id: int | None, deepstack_layers: int,
+                 image_token_id: int | None, deepstack_layers: int, precision: str = "float32",
                  progress: Callable[[int, int], None] | None = None) -> None:
+        check_precision(precision, dtype)
         self.ck = ckpt
         self.cfg = ckpt.text
         self.task = task
         self.storage = dtype
+        self.precision = precision
+        self.half = None if precision == "float32" else STORAGE_TYPES[precision]
         self.yes_id = yes_id
         self.no_id = no_id
         self.image_token_id = image_token_id
@@ -79,9 +101,19 @@ class DecoderBuilder:
         return self.g.initializer(name, self.ck.tensor(self.prefix + name))
 
     def _linear(self, name: str) -> str:
-        """Weight of a bias-free nn.Linear as (in, out) so the graph does x @ W."""
+        """Weight of a bias-free nn.Linear as (in, out) so the graph does x @ W, in the compute dtype."""
         w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
+        if self.half is not None:  # stored as the compute dtype: the MatMul reads it as is
+            return self.g.initializer(name, np.ascontiguousarray(w.T), elem_type=self.half)
         return self.g.weight(name, np.ascontiguousarray(w.T), storage=self.storage)
+
+    def _to_compute(self, x: str) -> str:
+        """A float32 activation as the MatMul / attention input dtype (identity for float32 graphs)."""
+        return x if self.half is None else self.g.cast(x, self.half)
+
+    def _f32(self, x: str) -> str:
+        """A MatMul / attention output back to float32 (identity for float32 graphs)."""
+        return x if self.half is None else self.g.cast(x, FLOAT)
 
     # ---- blocks --------------------------------------------------------------------------------------
     def rms_norm(self, x: str, weight: str) -> str:
@@ -98,7 +130,8 @@ class DecoderBuilder:
         return g.add(g.mul(x, cos), g.mul(rotated, sin))
 
     def rotary_tables(self, position_ids: str) -> tuple[str, str]:
-        """cos, sin of shape (B, 1, L, head_dim), shared by every layer."""
+        """cos, sin of shape (B, L, 1, head_dim) (broadcast over the heads of (B, L, heads, hd)), float32,
+        shared by every layer."""
         g, cfg = self.g, self.cfg
         freq = g.const(inv_freq(cfg), np.float32)
         pos = g.unsqueeze(g.cast(position_ids, FLOAT), [-1])
@@ -109,26 +142,21 @@ class DecoderBuilder:
             # Selecting by a one-hot multiply and sum is exact: every other term is exactly 0.
             freqs = g.reduce_sum(g.mul(freqs, g.const(onehot, np.float32)), [0], keepdims=0)
         emb = g.concat([freqs, freqs], axis=-1)
-        return g.unsqueeze(g.cos(emb), [1]), g.unsqueeze(g.sin(emb), [1])
+        return g.unsqueeze(g.cos(emb), [2]), g.unsqueeze(g.sin(emb), [2])
 
-    def attention_mask(self, attention_mask: str) -> str:
-        """(B, 1, groups·L, L) float bias: 0 where causal AND key is real, else _MASKED; rows tiled per query
-        group (see attention)."""
+    def sequence_lengths(self, attention_mask: str) -> tuple[str, str]:
+        """GroupQueryAttention's per-row ``seqlens_k`` (real length − 1, int32 (B,)) and
+        ``total_sequence_length`` (L, int32 scalar), computed from the right-padded attention_mask."""
         g = self.g
-        seq = g.shape(attention_mask, 1, 2)  # [L]
-        ar = g.op("Range", [g.const(0), g.squeeze(seq, [0]), g.const(1)])
-        causal = g.op("GreaterOrEqual", [g.unsqueeze(ar, [1]), g.unsqueeze(ar, [0])])  # (L, L) q >= k
-        keys = g.cast(g.unsqueeze(attention_mask, [1, 2]), BOOL)  # (B, 1, 1, L)
-        mask = self.mask_bias(g.op("And", [g.unsqueeze(causal, [0, 1]), keys]))  # (B, 1, L, L)
-        groups = self.cfg.num_heads // self.cfg.num_kv_heads
-        if groups > 1:
-            mask = g.op("Tile", [mask, g.const([1, 1, groups, 1])])
-        return mask
+        lengths = g.reduce_sum(attention_mask, [1], keepdims=0)  # (B,)
+        seqlens_k = g.cast(g.sub(lengths, g.const(1)), INT32)
+        total = g.cast(g.squeeze(g.shape(attention_mask, 1, 2), [0]), INT32)
+        return seqlens_k, total
 
     def mask_bias(self, keep: str) -> str:
         """A bool keep-mask as an additive float bias (0 / _MASKED), built once per graph.
 
-        Why not ``Where(mask, scores, _MASKED)`` in every layer: ORT's CPU Where broadcasts the mask over
+        Why not ``Where(mask, scores, _MASKED)``: ORT's CPU Where broadcasts the mask over
         the heads with a generic, unvectorised loop — 15% of a text-rerank call and 30% of an image-rerank
         decoder run (long rows) at 4 layers. ``scores + bias`` is a vectorised Add and gives the same
         values bit for bit: ``s + 0 == s``, and ``s + _MASKED`` rounds to exactly _MASKED for any |s| <
@@ -139,7 +167,8 @@ class DecoderBuilder:
         keep = g.cast(keep, FLOAT)
         return g.mul(g.sub(keep, g.const(1.0, np.float32)), g.const(-_MASKED, np.float32))
 
-    def layer(self, i: int, x: str, cos: str, sin: str, mask: str, last: str | None = None) -> str:
+    def layer(self, i: int, x: str, cos: str, sin: str, lengths: tuple[str, str], last_mask: str,
+              last: str | None = None) -> str:
         """One decoder layer. With ``last`` ((B, 1) index of each row's last real token) only that token's
         output is computed — (B, 1, H) — since nothing downstream reads the others: keys and values still
         come from every token, but the query, o_proj and MLP run on one row (the final layer's share of
@@ -148,34 +177,66 @@ class DecoderBuilder:
         p = f"layers.{i}."
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         h = self.rms_norm(x, self._w(p + "input_layernorm.weight"))
-        k = g.reshape(g.matmul(h, self._linear(p + "self_attn.k_proj")), [0, 0, nkv, hd])
-        v = g.reshape(g.matmul(h, self._linear(p + "self_attn.v_proj")), [0, 0, nkv, hd])
+        hh = self._to_compute(h)
+        k = g.reshape(self._f32(g.matmul(hh, self._linear(p + "self_attn.k_proj"))), [0, 0, nkv, hd])
+        v = g.reshape(g.matmul(hh, self._linear(p + "self_attn.v_proj")), [0, 0, nkv * hd])
         if last is not None:
             x = g.unsqueeze(g.op("GatherND", [x, last], batch_dims=1), [1])  # (B, 1, H)
-            h = g.unsqueeze(g.op("GatherND", [h, last], batch_dims=1), [1])
-            cos_q = g.unsqueeze(g.op("GatherND", [g.squeeze(cos, [1]), last], batch_dims=1), [1, 2])
-            sin_q = g.unsqueeze(g.op("GatherND", [g.squeeze(sin, [1]), last], batch_dims=1), [1, 2])
+            hh = g.unsqueeze(g.op("GatherND", [hh, last], batch_dims=1), [1])
+            cos_q = g.unsqueeze(g.op("GatherND", [g.squeeze(cos, [2]), last], batch_dims=1), [1, 2])
+            sin_q = g.unsqueeze(g.op("GatherND", [g.squeeze(sin, [2]), last], batch_dims=1), [1, 2])
         else:
             cos_q, sin_q = cos, sin
-        q = g.reshape(g.matmul(h, self._linear(p + "self_attn.q_proj")), [0, 0, nh, hd])
-        q = g.transpose(self.rms_norm(q, self._w(p + "self_attn.q_norm.weight")), [0, 2, 1, 3])
-        k = g.transpose(self.rms_norm(k, self._w(p + "self_attn.k_norm.weight")), [0, 2, 1, 3])
-        v = g.transpose(v, [0, 2, 1, 3])  # (B, nkv, L, hd)
-        q = self.rope(q, cos_q, sin_q)  # (B, nh, Lq, hd)
-        k = self.rope(k, cos, sin)  # (B, nkv, L, hd)
-        # GQA without copying K/V: the g query heads of one kv head become g·Lq rows of one GEMM
-        # (head h = kv·g + j, as transformers' repeat_kv orders them).
-        q = g.reshape(q, [0, nkv, -1, hd])  # (B, nkv, g·Lq, hd)
-        scores = g.mul(g.matmul(q, g.transpose(k, [0, 1, 3, 2])), g.const(hd**-0.5, np.float32))
-        scores = g.add(scores, mask)  # additive bias (see mask_bias)
-        ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g·Lq, hd)
-        ctx = g.reshape(g.transpose(g.reshape(ctx, [0, nh, -1, hd]), [0, 2, 1, 3]), [0, 0, nh * hd])
-        x = g.add(x, g.matmul(ctx, self._linear(p + "self_attn.o_proj")))
-        h = self.rms_norm(x, self._w(p + "post_attention_layernorm.weight"))
-        gate = g.matmul(h, self._linear(p + "mlp.gate_proj"))
-        up = g.matmul(h, self._linear(p + "mlp.up_proj"))
-        act = g.mul(g.mul(gate, g.sigmoid(gate)), up)
-        return g.add(x, g.matmul(act, self._linear(p + "mlp.down_proj")))
+        q = g.reshape(self._f32(g.matmul(hh, self._linear(p + "self_attn.q_proj"))), [0, 0, nh, hd])
+        # (B, L, heads, hd) layout: q/k-norm and RoPE are per element of a head, so the layout changes no
+        # value, and GroupQueryAttention reads (B, L, heads·hd) without a transpose.
+        q = self.rope(self.rms_norm(q, self._w(p + "self_attn.q_norm.weight")), cos_q, sin_q)
+        k = self.rope(self.rms_norm(k, self._w(p + "self_attn.k_norm.weight")), cos, sin)
+        if last is None:
+            ctx = self.fused_attention(q, k, v, lengths)
+        else:
+            ctx = self.last_token_attention(q, k, v, last_mask)
+        x = g.add(x, self._f32(g.matmul(ctx, self._linear(p + "self_attn.o_proj"))))
+        h = self._to_compute(self.rms_norm(x, self._w(p + "post_attention_layernorm.weight")))
+        # SiLU·up in float32: the half graphs then hold only MatMul, attention, Cast and data-movement ops
+        # in half, each with a CUDA kernel for fp16 and bf16 (tests/test_attention_graphs.py).
+        gate = self._f32(g.matmul(h, self._linear(p + "mlp.gate_proj")))
+        up = self._f32(g.matmul(h, self._linear(p + "mlp.up_proj")))
+        act = self._to_compute(g.mul(g.mul(gate, g.sigmoid(gate)), up))
+        return g.add(x, self._f32(g.matmul(act, self._linear(p + "mlp.down_proj"))))
+
+    def fused_attention(self, q: str, k: str, v: str, lengths: tuple[str, str]) -> str:
+        """Causal GQA over every token with ORT's fused ``com.microsoft.GroupQueryAttention``: no (L × L)
+        tensor exists. Chosen by measurement (ORT 1.32 CPU, one node, 16/8 heads, head_dim 128, 8,192
+        tokens): GroupQueryAttention +274 MB and 3.7 s; opset-24 ``Attention`` (is_causal, nonpad_kv_seqlen)
+        +4.3 GB and 16-23 s — its CPU kernel materialises (heads × L × L) — and opset-23 ``Attention``
+        needs an (Lq × Lk) mask for padding. Right padding is per-row lengths (``seqlens_k`` = length − 1):
+        a real query reads keys 0..itself only, so padding keys never reach it; padding rows' outputs are
+        never read. q/k arrive normed and rotated (do_rotary=0): the M-RoPE and q/k-norm stay exactly the
+        reference's float32 math. Inputs (B, L, heads·hd) in the compute dtype; returns (B, L, nh·hd)."""
+        g, cfg = self.g, self.cfg
+        seqlens_k, total = lengths
+        q = g.reshape(self._to_compute(q), [0, 0, cfg.num_heads * cfg.head_dim])
+        k = g.reshape(self._to_compute(k), [0, 0, cfg.num_kv_heads * cfg.head_dim])
+        ctx, _, _ = g.op("GroupQueryAttention", [q, k, v, "", "", seqlens_k, total], outputs=3,
+                         domain=MS_DOMAIN, num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads,
+                         scale=float(cfg.head_dim**-0.5), do_rotary=0)
+        return ctx
+
+    def last_token_attention(self, q: str, k: str, v: str, last_mask: str) -> str:
+        """Attention of one query per row (the pruned final layer) over every key: scores are (B, heads,
+        1, L), linear in L, so the explicit MatMul-Softmax-MatMul costs no (L × L) memory. Softmax in f32.
+        GQA without copying K/V: the g query heads of one kv head are g rows of one GEMM (head h = kv·g + j,
+        as transformers' repeat_kv orders them)."""
+        g, cfg = self.g, self.cfg
+        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q = g.reshape(g.transpose(q, [0, 2, 1, 3]), [0, nkv, -1, hd])  # (B, nkv, g, hd)
+        k = g.transpose(k, [0, 2, 3, 1])  # (B, nkv, hd, L)
+        v = g.transpose(g.reshape(self._f32(v), [0, 0, nkv, hd]), [0, 2, 1, 3])  # (B, nkv, L, hd)
+        scores = g.mul(g.matmul(q, k), g.const(hd**-0.5, np.float32))
+        scores = g.add(scores, last_mask)  # additive bias (see mask_bias)
+        ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g, hd)
+        return self._to_compute(g.reshape(ctx, [0, 1, nh * hd]))  # (B, 1, nh·hd)
 
     def embed_tokens(self, input_ids: str) -> str:
         g = self.g
@@ -219,7 +280,7 @@ class DecoderBuilder:
                 image_mask = g.unsqueeze(image_mask, [-1])  # (B, L, 1)
                 x = g.where(image_mask, self._image_rows(image_embeds, image_index, input_ids), x)
             cos, sin = self.rotary_tables(position_ids)
-            mask = self.attention_mask(attention_mask)
+            lengths = self.sequence_lengths(attention_mask)
             # Last real token of each row (right padding): index sum(mask) - 1.
             last = g.sub(g.reduce_sum(attention_mask, [1], keepdims=1), g.const(1))  # (B, 1)
             # The last token's query sees every real key (causality holds by construction).
@@ -229,7 +290,7 @@ class DecoderBuilder:
                 # DeepStack adds only at image tokens, never the last token; pruning the final layer to
                 # that token is safe unless a DeepStack add would still follow it.
                 prune = self.prune_last_layer and i == total - 1 and not (vl and i < self.deepstack_layers)
-                x = self.layer(i, x, cos, sin, last_mask if prune else mask, last if prune else None)
+                x = self.layer(i, x, cos, sin, lengths, last_mask, last if prune else None)
                 if vl and i < self.deepstack_layers:
                     ds = g.gather(deepstack, g.const(i), axis=0)  # (M, H)
                     rows = self._image_rows(ds, image_index, input_ids)
@@ -272,9 +333,11 @@ class DecoderBuilder:
 
 
 def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
-                  image_token_id: int | None = None, deepstack_layers: int = 0,
+                  image_token_id: int | None = None, deepstack_layers: int = 0, precision: str = "float32",
                   progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names."""
+    """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names. ``precision``:
+    compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring)."""
     builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
-                             image_token_id=image_token_id, deepstack_layers=deepstack_layers, progress=progress)
+                             image_token_id=image_token_id, deepstack_layers=deepstack_layers,
+                             precision=precision, progress=progress)
     return builder.build(Path(out_dir))

@@ -32,6 +32,8 @@ FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 BFLOAT16 = TensorProto.BFLOAT16
 INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
+MS_DOMAIN = "com.microsoft"  # ORT's contrib ops (fused attention)
 BOOL = TensorProto.BOOL
 
 # Initializers at least this large go to the external data file (small ones stay inline: one file
@@ -237,7 +239,7 @@ class Graph:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         model = helper.make_model(
             graph,
-            opset_imports=[helper.make_opsetid("", self.opset)],
+            opset_imports=[helper.make_opsetid("", self.opset), helper.make_opsetid(MS_DOMAIN, 1)],
             producer_name="vlrank",
         )
         model.ir_version = 9  # ORT >= 1.16 reads IR 9; newer onnx defaults to IR versions older ORT rejects
