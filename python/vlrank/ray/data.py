@@ -197,7 +197,22 @@ def _map(ds: Any, worker: type, *, task: str, model: str | Path, inputs: list[st
               "providers": providers, "model_options": dict(model_options or {}),
               "output_column": output_column, "error_column": error_column}
     return ds.map_batches(worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                          concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus, **dict(ray_options or {}))
+                          compute=_actor_pool(concurrency), num_cpus=num_cpus, num_gpus=num_gpus,
+                          **dict(ray_options or {}))
+
+
+def _actor_pool(concurrency: Any) -> Any:
+    """``concurrency``: n actors, or (min, max) for an autoscaling pool."""
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if positive(concurrency):
+        return ray.data.ActorPoolStrategy(size=concurrency)
+    if (isinstance(concurrency, tuple | list) and len(concurrency) == 2 and all(map(positive, concurrency))
+            and concurrency[0] <= concurrency[1]):
+        return ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    raise InvalidInputError(f"concurrency={concurrency!r}; pass a positive int (actors) or (min, max) actors",
+                            field="concurrency")
 
 
 def _check_columns(ds: Any, *, inputs: list[str], outputs: list[str]) -> None:
