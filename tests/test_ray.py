@@ -21,7 +21,7 @@ import ray
 
 import vlrank
 import vlrank.ray
-from export_support import TEXT_CKPT, VL_CKPT, exported
+from export_support import VL_CKPT, exported
 from vlrank.errors import ImageDecodeError, ImageFetchError, InvalidInputError, ModelDirectoryError
 from vlrank.ray.rows import clean
 
@@ -32,6 +32,8 @@ SMALL = ["rgba_60x90.png", "gray_40x300.png", "palette_64x64.png", "rgb_noise_70
          "gradient_130x97.png", "photo_like_200x150.jpg"]
 CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature and nothing decodable after it
 TOL = 1e-5
+# Ray's own deprecation notices (pydantic, DataContext) are not about vlrank.
+pytestmark = pytest.mark.filterwarnings("ignore:::ray")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, Path]:
-    return {"embed": exported(VL_CKPT, "embed"), "rerank": exported(VL_CKPT, "rerank"),
-            "text-rerank": exported(TEXT_CKPT, "rerank")}
+    return {"embed": exported(VL_CKPT, "embed"), "rerank": exported(VL_CKPT, "rerank")}
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +145,8 @@ def test_embed_dataset_500_mixed_rows_equal_the_library(cluster, models, image_u
     assert sum(r["image"] is not None and r["id"] not in failed for r in rows) >= 200
 
 
-def test_embed_dataset_bytes_column_dimensions_and_the_default_fetch_policy(cluster, models, image_url):
-    """Encoded image bytes in a binary column, MRL dimensions and an instruction; and, under the default
-    policy (as the library's), an image URL on a private address is refused in the worker, per row."""
+def test_embed_dataset_bytes_column_with_dimensions_and_instruction(cluster, models):
+    """Encoded image bytes in a binary column (some corrupt), MRL dimensions and an instruction."""
     names = SMALL * 4
     rows = [{"id": i, "image": (IMAGES / n).read_bytes() if i % 8 else CORRUPT_PNG} for i, n in enumerate(names)]
     out = vlrank.ray.embed_dataset(ray.data.from_items(rows), model=models["embed"], image_column="image",
@@ -167,17 +167,11 @@ def test_embed_dataset_bytes_column_dimensions_and_the_default_fetch_policy(clus
                          instruction="Represent the picture")["data"][0]["embedding"]
         _assert_vector(g["vec"], want)
 
-    private = [{"id": 0, "text": "a", "image": image_url + SMALL[0]}, {"id": 1, "text": "b", "image": None}]
-    out = _by_id(vlrank.ray.embed_dataset(ray.data.from_items(private), model=models["embed"], column="text",
-                                          image_column="image").take_all())
-    assert out[0]["embedding"] is None and out[0]["error"]["type"] == "ImageFetchError"
-    with pytest.raises(ImageFetchError):
-        lib.embed(input={"image": image_url + SMALL[0], "text": "a"})
-    assert out[1]["error"] is None
-    _assert_vector(out[1]["embedding"], lib.embed(input="b")["data"][0]["embedding"])
 
 
-def test_rerank_dataset_50_rows_equal_the_library(cluster, models, tmp_path):
+def test_rerank_dataset_50_rows_equal_the_library(cluster, models, image_url, tmp_path):
+    """Text and image documents from paths; corrupt images, and (under the default policy, as the
+    library's) an image URL on a private address refused in the worker: those rows carry the error."""
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(CORRUPT_PNG)
     rows = []
@@ -189,6 +183,8 @@ def test_rerank_dataset_50_rows_equal_the_library(cluster, models, tmp_path):
             docs.append({"image": str(IMAGES / SMALL[i % len(SMALL)]), "text": "a caption"})
         if i in (13, 37):
             docs.append({"image": str(corrupt)})
+        if i == 21:
+            docs.append({"image": image_url + SMALL[0]})
         rows.append({"id": i, "query": f"what is topic {i % 7}?", "documents": docs})
     out = vlrank.ray.rerank_dataset(ray.data.from_items(rows), model=models["rerank"], query_column="query",
                                     documents_column="documents", batch_size=8, concurrency=2).take_all()
@@ -197,9 +193,12 @@ def test_rerank_dataset_50_rows_equal_the_library(cluster, models, tmp_path):
     lib = vlrank.Reranker(str(models["rerank"]))
     for row in rows:
         g = got[row["id"]]
-        if row["id"] in (13, 37):
+        if row["id"] in (13, 21, 37):
             assert g["scores"] is None
-            assert g["error"]["type"] == "ImageDecodeError"
+            with pytest.raises(ImageDecodeError if row["id"] != 21 else ImageFetchError) as err:
+                lib.rerank(row["query"], row["documents"])
+            assert g["error"] == {"type": type(err.value).__name__, "message": err.value.message,
+                                  "field": err.value.field}
             assert re.match(r"documents\[\d+\]\.image", g["error"]["field"]), g["error"]
             continue
         assert g["error"] is None, g["error"]
@@ -248,3 +247,82 @@ def test_missing_ray_is_one_line_naming_the_extra(hidden, call):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("vlrank.ray.RayUnavailableError: vlrank.ray"), r.stderr
     assert 'pip install "vlrank[ray]"' in last
+
+
+# ---- Ray Serve -------------------------------------------------------------------------------------------
+
+KEY = "ray-test-key-0123456789"
+SEED_QUERY = "What is the capital of France?"
+SEED_DOCUMENTS = ["Paris is the capital of France.", "London is the capital of England.",
+                  "Berlin is the capital of Germany."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(cluster, models):
+    from ray import serve
+
+    from vlrank.server import ServerSettings
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = vlrank.ray.serve_app(models={"vl-rerank": models["rerank"]}, num_replicas=1,
+                               settings=ServerSettings(api_key=KEY, max_documents=50))
+    serve.run(app, name="vlrank", route_prefix="/")  # returns once the replica's models are loaded and warm
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def _without_id(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "id"}
+
+
+def test_serve_answers_the_seed_rerank_example_with_the_library_scores(served, models):
+    lib = vlrank.Reranker(str(models["rerank"]), name="vl-rerank")
+    want = lib.rerank(SEED_QUERY, SEED_DOCUMENTS, top_n=2)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=served, headers=auth, timeout=60) as client:
+        assert client.get("/health").json() == {"status": "ok", "models": ["vl-rerank"]}
+        r = client.post("/v1/rerank", json={"model": "vl-rerank", "query": SEED_QUERY,
+                                            "documents": SEED_DOCUMENTS, "top_n": 2})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["id"].startswith("rerank-")
+        assert _without_id(got) == _without_id(want)
+        r = httpx.post(served + "/v1/rerank", json={"model": "vl-rerank", "query": "q", "documents": ["d"]})
+        assert r.status_code == 401 and r.json()["error"]["code"]
+        r = client.post("/v1/rerank", json={"model": "nope", "query": "q", "documents": ["d"]})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_serve_batches_concurrent_requests_inside_the_replica(served, models):
+    lib = vlrank.Reranker(str(models["rerank"]), name="vl-rerank")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    bodies = [{"model": "vl-rerank", "query": f"{SEED_QUERY} ({i})", "documents": SEED_DOCUMENTS}
+              for i in range(32)]
+    with httpx.Client(base_url=served, headers=auth, timeout=120,
+                      limits=httpx.Limits(max_connections=32)) as client:
+        before = _batch_counts(client)
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(lambda b: client.post("/v1/rerank", json=b), bodies))
+        after = _batch_counts(client)
+    for body, r in zip(bodies, answers):
+        assert r.status_code == 200, r.text
+        assert _without_id(r.json()) == _without_id(lib.rerank(body["query"], body["documents"]))
+    batches, requests = after[0] - before[0], after[1] - before[1]
+    assert requests == 32
+    assert batches < 32  # some model batches held several requests
+
+
+def _batch_counts(client: httpx.Client) -> tuple[float, float]:
+    """(batches run, requests they held) for vl-rerank, from the replica's Prometheus metrics."""
+    text = client.get("/metrics").text
+    count = re.search(r'^vlrank_batch_requests_count\{model="vl-rerank"\} (\S+)$', text, re.M)
+    total = re.search(r'^vlrank_batch_requests_sum\{model="vl-rerank"\} (\S+)$', text, re.M)
+    assert count and total, text[:2000]
+    return float(count.group(1)), float(total.group(1))
