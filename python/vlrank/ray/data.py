@@ -20,8 +20,16 @@ import ray.data
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
 from vlrank.fetch import FetchPolicy
-from vlrank.ray.rows import ERROR_TYPE, column_values, embed_side, error_record, run_isolated, scores_by_index
-from vlrank.ray.rows import with_outputs
+from vlrank.ray.rows import (
+    ERROR_TYPE,
+    clean,
+    column_values,
+    embed_side,
+    error_record,
+    run_isolated,
+    scores_by_index,
+    with_outputs,
+)
 
 MANIFEST = "vlrank.json"
 DEFAULT_BATCH_SIZE = 64
@@ -107,8 +115,6 @@ class RerankBatch(_Worker):
         self.output_column, self.error_column = output_column, error_column
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        from vlrank.ray.rows import clean
-
         calls = [{"query": clean(q), "documents": clean(d), "instruction": self.instruction,
                   "return_documents": False}
                  for q, d in zip(column_values(table, self.query_column),
