@@ -19,7 +19,7 @@ import pyarrow as pa
 import ray.data
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
-from vlrank.fetch import FetchPolicy
+from vlrank.inputs import FetchPolicy
 from vlrank.ray.rows import (
     ERROR_TYPE,
     clean,

@@ -118,7 +118,7 @@ def _replica_class(serve: Any) -> Any:
 def build_replica_app(models: Mapping[str, str], settings: Any) -> Any:
     """``create_app`` over ``models`` as ``vlrank serve`` builds it, with a startup that ends when every
     model is loaded and warmed (and fails if one does not load)."""
-    from vlrank.fetch import FetchPolicy
+    from vlrank.inputs import FetchPolicy
     from vlrank.server import create_app, spec_from_path
 
     policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
