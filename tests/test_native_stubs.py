@@ -44,3 +44,33 @@ def test_function_parameters_match_the_stub() -> None:
         stub_kwonly = {a.arg for a in node.args.kwonlyargs}
         native_kwonly = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
         assert native_kwonly == stub_kwonly, node.name
+
+
+def test_parameter_defaults_match_the_stub() -> None:
+    # A stub default `...` stands for a Rust constant (the compiled signature shows it as `...` too);
+    # any other default is the same literal on both sides.
+    for node in _stub_tree().body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        signature = inspect.signature(getattr(_native, node.name))
+        args = node.args.posonlyargs + node.args.args
+        stub_defaults = dict(zip([a.arg for a in args][len(args) - len(node.args.defaults):], node.args.defaults))
+        stub_defaults.update({a.arg: d for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None})
+        native_defaults = {n: p.default for n, p in signature.parameters.items() if p.default is not p.empty}
+        assert set(stub_defaults) == set(native_defaults), node.name
+        for name, default in stub_defaults.items():
+            assert ast.literal_eval(default) == native_defaults[name], (node.name, name)
+
+
+def test_template_token_constants_are_the_tokenizers_control_tokens(golden_dir: Path) -> None:
+    tok = _native.Tokenizer.from_file(golden_dir / "models" / "tokenizer.json")
+    ids = {name: tok.token_to_id(getattr(_native, name)) for name in
+           ("ENDOFTEXT_TOKEN", "IM_START_TOKEN", "IM_END_TOKEN", "VISION_START_TOKEN", "VISION_END_TOKEN", "IMAGE_PAD_TOKEN")}
+    assert ids == {"ENDOFTEXT_TOKEN": 151643, "IM_START_TOKEN": 151644, "IM_END_TOKEN": 151645,
+                   "VISION_START_TOKEN": 151652, "VISION_END_TOKEN": 151653, "IMAGE_PAD_TOKEN": 151655}
+    # An image of n tokens costs n pads plus its two markers in a prompt.
+    assert _native.IMAGE_MARKER_TOKENS == 2
+    prompt = _native.build_vl_embed_ids(tok, images=[4], texts=[])
+    assert prompt.count(ids["IMAGE_PAD_TOKEN"]) == 4
+    start = prompt.index(ids["VISION_START_TOKEN"])
+    assert prompt[start + 4 + _native.IMAGE_MARKER_TOKENS - 1] == ids["VISION_END_TOKEN"]

@@ -1,53 +1,54 @@
-# Type stubs for the native extension vlrank._native (rust/src/py.rs). Keep in sync by hand.
+# Type stubs for the native extension vlrank._native (rust/src/py/, one file per concept).
+# Kept in sync by hand; tests/test_native_stubs.py checks names and keyword-only parameters.
+# A default written `...` is a constant of the Rust core, exported here under its own name
+# (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_DECODE_PIXELS, *_MAX_LENGTH).
 from __future__ import annotations
+
+import os as _os
+from collections.abc import Sequence as _Seq
+
+import numpy as _np
+import numpy.typing as _npt
 
 __version__: str
 
-# ---- geometry / probe / image (owner: native-image) ----
-import os as _os_i
-import numpy as _np_i
-import numpy.typing as _npt_i
-from collections.abc import Sequence as _Seq_i
+# ---- geometry / probe / image ----
 
 DEFAULT_MAX_DECODE_PIXELS: int
 DEFAULT_MIN_PIXELS: int
 DEFAULT_MAX_PIXELS: int
 IMAGE_FACTOR: int
 
-def smart_resize(height: int, width: int, min_pixels: int = 4096, max_pixels: int = 1310720) -> tuple[int, int]:
+def smart_resize(height: int, width: int, min_pixels: int = ..., max_pixels: int = ...) -> tuple[int, int]:
     """(resized_height, resized_width) of the reference smart_resize (factor 32); InvalidInputError on bad sizes."""
-def image_tokens(height: int, width: int, min_pixels: int = 4096, max_pixels: int = 1310720) -> int: ...
-def probe_image(src: bytes | bytearray | str | _os_i.PathLike[str], *, name: str | None = None) -> tuple[str, int, int]:
+def image_tokens(height: int, width: int, min_pixels: int = ..., max_pixels: int = ...) -> int: ...
+def probe_image(src: bytes | bytearray | str | _os.PathLike[str], *, name: str | None = None) -> tuple[str, int, int]:
     """Header-only (format, width, height); ImageDecodeError for unknown/truncated headers."""
-def probe_images(srcs: _Seq_i[object], *, field: str = "images") -> list[tuple[str, int, int]]: ...
+def probe_images(srcs: _Seq[object], *, field: str = "images") -> list[tuple[str, int, int]]: ...
 def preprocess_images(
-    srcs: _Seq_i[bytes | bytearray | str | _os_i.PathLike[str] | _npt_i.NDArray[_np_i.uint8]],
+    srcs: _Seq[bytes | bytearray | str | _os.PathLike[str] | _npt.NDArray[_np.uint8]],
     *,
-    min_pixels: int = 4096,
-    max_pixels: int = 1310720,
-    max_decode_pixels: int = 178956970,
+    min_pixels: int = ...,
+    max_pixels: int = ...,
+    max_decode_pixels: int = ...,
     names: list[str] | None = None,
     field: str = "images",
 ) -> list[
-    tuple[_npt_i.NDArray[_np_i.float32], tuple[int, int, int], int, tuple[int, int], tuple[int, int]]
+    tuple[_npt.NDArray[_np.float32], tuple[int, int, int], int, tuple[int, int], tuple[int, int]]
 ]:
     """Per image: (pixel_values (N, 1536), (t, h, w), num_tokens, (orig_h, orig_w), (resized_h, resized_w)).
     One call, GIL released, parallel over images (rayon)."""
 def decode_rgb(
-    src: bytes | bytearray | str | _os_i.PathLike[str] | _npt_i.NDArray[_np_i.uint8],
+    src: bytes | bytearray | str | _os.PathLike[str] | _npt.NDArray[_np.uint8],
     *,
-    min_pixels: int = 4096,
-    max_pixels: int = 1310720,
-    max_decode_pixels: int = 178956970,
+    min_pixels: int = ...,
+    max_pixels: int = ...,
+    max_decode_pixels: int = ...,
     resize: bool = True,
-) -> _npt_i.NDArray[_np_i.uint8]:
+) -> _npt.NDArray[_np.uint8]:
     """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""
 
-# ---- tokenizer / prompt / batch (owner: native-text) ----
-import os as _os
-import numpy as _np_t
-import numpy.typing as _npt_t
-from collections.abc import Sequence as _Seq
+# ---- tokenizer / prompt / batch ----
 
 class Tokenizer:
     """tokenizer.json wrapper; user text is always plain (special-token strings are never parsed)."""
@@ -75,6 +76,14 @@ TEXT_RERANK_DEFAULT_INSTRUCTION: str
 VL_RERANK_MAX_LENGTH: int
 EMBED_MAX_LENGTH: int
 TEXT_RERANK_MAX_LENGTH: int
+# Control tokens of the chat template (their text in tokenizer.json); prompts put them in by id.
+ENDOFTEXT_TOKEN: str
+IM_START_TOKEN: str
+IM_END_TOKEN: str
+VISION_START_TOKEN: str
+VISION_END_TOKEN: str
+IMAGE_PAD_TOKEN: str
+IMAGE_MARKER_TOKENS: int  # tokens an image takes besides its pads: <|vision_start|>, <|vision_end|>
 
 def build_vl_rerank_ids(
     tokenizer: Tokenizer,
@@ -84,7 +93,7 @@ def build_vl_rerank_ids(
     doc_images: _Seq[int],
     doc_texts: _Seq[str],
     instruction: str | None = None,
-    max_length: int = 10240,
+    max_length: int = ...,
 ) -> list[int]:
     """Qwen3-VL-Reranker prompt ids of one pair (images given as token counts), truncated officially."""
 
@@ -95,7 +104,7 @@ def build_vl_rerank_ids_batch(
     query_texts: _Seq[str],
     documents: _Seq[tuple[_Seq[int], _Seq[str]]],
     instruction: str | None = None,
-    max_length: int = 10240,
+    max_length: int = ...,
 ) -> list[list[int]]:
     """build_vl_rerank_ids for one query and many (image counts, texts) documents, in parallel."""
 
@@ -105,7 +114,7 @@ def build_vl_embed_ids(
     images: _Seq[int],
     texts: _Seq[str],
     instruction: str | None = None,
-    max_length: int = 8192,
+    max_length: int = ...,
 ) -> list[int]:
     """Qwen3-VL-Embedding prompt ids of one input; longer than max_length -> first max_length ids."""
 
@@ -114,7 +123,7 @@ def build_vl_embed_ids_batch(
     *,
     inputs: _Seq[tuple[_Seq[int], _Seq[str]]],
     instruction: str | None = None,
-    max_length: int = 8192,
+    max_length: int = ...,
 ) -> list[list[int]]:
     """build_vl_embed_ids for many (image counts, texts) inputs, in parallel."""
 
@@ -124,7 +133,7 @@ def build_text_rerank_ids(
     query: str,
     document: str,
     instruction: str | None = None,
-    max_length: int = 8192,
+    max_length: int = ...,
 ) -> list[int]:
     """Qwen3-Reranker (text) prompt ids: prefix + body cut to max_length - frame + suffix."""
 
@@ -134,7 +143,7 @@ def build_text_rerank_ids_batch(
     query: str,
     documents: _Seq[str],
     instruction: str | None = None,
-    max_length: int = 8192,
+    max_length: int = ...,
 ) -> list[list[int]]:
     """build_text_rerank_ids for one query and many documents, in parallel."""
 
@@ -143,51 +152,47 @@ def embed_instruction(instruction: str | None = None) -> str:
 
 def plan_batches(
     lengths: _Seq[int], *, max_batch_size: int, token_budget: int
-) -> list[_npt_t.NDArray[_np_t.int64]]:
+) -> list[_npt.NDArray[_np.int64]]:
     """Index batches, longest first (stable); rows <= max_batch_size, rows * longest <= token_budget."""
 
 def pad_batch(
     sequences: _Seq[_Seq[int]],
     *,
     pad_id: int,
-    positions: _Seq[_npt_t.NDArray[_np_t.int64]] | None = None,
+    positions: _Seq[_npt.NDArray[_np.int64]] | None = None,
     pad_position: int = 1,
     min_width: int = 0,
-) -> tuple[_npt_t.NDArray[_np_t.int64], _npt_t.NDArray[_np_t.int64], _npt_t.NDArray[_np_t.int64] | None]:
+) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.int64], _npt.NDArray[_np.int64] | None]:
     """Right-pad: (input_ids (B, L), attention_mask (B, L), position_ids (3, B, L) or None)."""
 
-
-# ---- rope (owner: vision) ----
-import numpy as _np
-import numpy.typing as _npt
-from collections.abc import Sequence as _Sequence
+# ---- rope ----
 
 def mrope_position_ids(
-    input_ids: _Sequence[int] | _npt.NDArray[_np.int64],
+    input_ids: _Seq[int] | _npt.NDArray[_np.int64],
     *,
     image_pad_id: int,
-    image_grids: _Sequence[tuple[int, int]],
+    image_grids: _Seq[tuple[int, int]],
 ) -> _npt.NDArray[_np.int64]:
     """M-RoPE position ids (3, L) of one sequence; image_grids = merged (rows, cols) per image, in order."""
 
 def mrope_position_ids_batch(
     input_ids: _npt.NDArray[_np.int64],
     *,
-    lengths: _Sequence[int],
+    lengths: _Seq[int],
     image_pad_id: int,
-    image_grids: _Sequence[_Sequence[tuple[int, int]]],
+    image_grids: _Seq[_Seq[tuple[int, int]]],
 ) -> _npt.NDArray[_np.int64]:
     """M-RoPE position ids (3, B, L) of a right-padded (B, L) batch; padding positions are 1."""
 
-def vision_position_ids(grid_h: int, grid_w: int, *, merge_size: int = 2) -> _npt.NDArray[_np.int64]:
+def vision_position_ids(grid_h: int, grid_w: int, *, merge_size: int = ...) -> _npt.NDArray[_np.int64]:
     """(row, col) of each patch, (N, 2), in merge-block order."""
 
 def vision_rotary(
-    grid_h: int, grid_w: int, *, head_dim: int, merge_size: int = 2, theta: float = 10000.0
+    grid_h: int, grid_w: int, *, head_dim: int, merge_size: int = ..., theta: float = 10000.0
 ) -> tuple[_npt.NDArray[_np.float32], _npt.NDArray[_np.float32]]:
     """Vision rotary (cos, sin), each (N, head_dim) float32, rows in merge-block order."""
 
 def pos_embed_interpolation(
-    grid_h: int, grid_w: int, *, num_grid_per_side: int, merge_size: int = 2
+    grid_h: int, grid_w: int, *, num_grid_per_side: int, merge_size: int = ...
 ) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float32]]:
     """Bilinear corners (align_corners) into the learned position table: indices (N, 4), weights (N, 4)."""

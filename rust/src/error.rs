@@ -1,5 +1,6 @@
 //! One error type for the whole core. Each variant maps to exactly one Python exception class in
-//! `py.rs` (`to_py_err`), so the mapping lives in one place.
+//! `py/error.rs` (`From<Error> for PyErr`), so the mapping lives in one place. The core names the
+//! field at the point it makes the error; the bindings pass it through unchanged.
 
 use std::fmt;
 

@@ -28,25 +28,37 @@ pub const VL_RERANK_MAX_LENGTH: usize = 10_240;
 pub const EMBED_MAX_LENGTH: usize = 8_192;
 pub const TEXT_RERANK_MAX_LENGTH: usize = 8_192;
 
+/// Control tokens of the Qwen chat template, by their text in `tokenizer.json`. Prompts put them in
+/// by id (`Tokenizer::required_id`); user text that spells them stays plain text.
+pub const ENDOFTEXT_TOKEN: &str = "<|endoftext|>";
+pub const IM_START_TOKEN: &str = "<|im_start|>";
+pub const IM_END_TOKEN: &str = "<|im_end|>";
+pub const VISION_START_TOKEN: &str = "<|vision_start|>";
+pub const VISION_END_TOKEN: &str = "<|vision_end|>";
+/// One per merged image token; an image of `n` tokens is `n` of these between its start and end marks.
+pub const IMAGE_PAD_TOKEN: &str = "<|image_pad|>";
+/// Tokens one image takes in a prompt besides its pads: `<|vision_start|>` and `<|vision_end|>`.
+pub const IMAGE_MARKER_TOKENS: usize = 2;
+
 /// The VL reranker keeps the last 5 tokens (`<|im_end|>\n<|im_start|>assistant\n`) out of truncation.
 pub const VL_RERANK_KEPT_TAIL: usize = 5;
 
 /// The tokens the VL reranker's truncation never drops: the tokenizer's `all_special_ids`
 /// (ids 151643-151656 in Qwen). `<|image_pad|>` is among them, so images are never cut.
 pub const TRUNCATION_SPECIAL_TOKENS: [&str; 14] = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
+    ENDOFTEXT_TOKEN,
+    IM_START_TOKEN,
+    IM_END_TOKEN,
     "<|object_ref_start|>",
     "<|object_ref_end|>",
     "<|box_start|>",
     "<|box_end|>",
     "<|quad_start|>",
     "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
+    VISION_START_TOKEN,
+    VISION_END_TOKEN,
     "<|vision_pad|>",
-    "<|image_pad|>",
+    IMAGE_PAD_TOKEN,
     "<|video_pad|>",
 ];
 
@@ -71,11 +83,11 @@ struct Marks {
 impl Marks {
     fn of(tok: &Tokenizer) -> Result<Self> {
         Ok(Marks {
-            im_start: tok.required_id("<|im_start|>")?,
-            im_end: tok.required_id("<|im_end|>")?,
-            vision_start: tok.required_id("<|vision_start|>")?,
-            vision_end: tok.required_id("<|vision_end|>")?,
-            image_pad: tok.required_id("<|image_pad|>")?,
+            im_start: tok.required_id(IM_START_TOKEN)?,
+            im_end: tok.required_id(IM_END_TOKEN)?,
+            vision_start: tok.required_id(VISION_START_TOKEN)?,
+            vision_end: tok.required_id(VISION_END_TOKEN)?,
+            image_pad: tok.required_id(IMAGE_PAD_TOKEN)?,
         })
     }
 }
@@ -163,7 +175,7 @@ fn image_tokens(sides: &[(&str, &Side)]) -> Result<usize> {
                     ),
                 ));
             }
-            total += n + 2;
+            total += n + IMAGE_MARKER_TOKENS;
         }
     }
     if total > CONTEXT_TOKENS {

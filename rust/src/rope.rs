@@ -27,6 +27,12 @@ impl MergedGrid {
     }
 }
 
+impl From<(usize, usize)> for MergedGrid {
+    fn from((rows, cols): (usize, usize)) -> Self {
+        MergedGrid { rows, cols }
+    }
+}
+
 /// M-RoPE position ids for one token sequence, row-major `3 x L` (t row, then h, then w).
 ///
 /// Text tokens get t = h = w = the running position. Each image occupies `rows * cols` consecutive
@@ -39,20 +45,75 @@ impl MergedGrid {
 /// or an image block is interrupted by another token.
 pub fn mrope_position_ids(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid]) -> Result<Vec<i64>> {
     let len = ids.len();
+    let mut out = vec![0i64; 3 * len];
+    let (t_row, rest) = out.split_at_mut(len);
+    let (h_row, w_row) = rest.split_at_mut(len);
+    write_positions(ids, image_pad_id, grids, "", [t_row, h_row, w_row])?;
+    Ok(out)
+}
+
+/// M-RoPE position ids of a right-padded batch, row-major `3 x rows x width`: row `b`'s first
+/// `lengths[b]` tokens of `ids` (`rows x width`, row-major) get [`mrope_position_ids`] with
+/// `grids[b]`; padding gets 1, as the reference fills masked positions. Errors name the row
+/// (`image_grids[b]`, `input_ids[b]`, `lengths[b]`).
+pub fn mrope_position_ids_batch(
+    ids: &[i64],
+    rows: usize,
+    width: usize,
+    lengths: &[usize],
+    image_pad_id: i64,
+    grids: &[Vec<MergedGrid>],
+) -> Result<Vec<i64>> {
+    if ids.len() != rows * width {
+        return Err(Error::invalid(
+            "input_ids",
+            format!("{} ids for a {rows} x {width} batch; pass a (rows, width) array", ids.len()),
+        ));
+    }
+    if lengths.len() != rows || grids.len() != rows {
+        return Err(Error::invalid(
+            "lengths",
+            format!(
+                "input_ids has {rows} rows but lengths has {} and image_grids {}; pass one of each per row",
+                lengths.len(),
+                grids.len()
+            ),
+        ));
+    }
+    let plane = rows * width;
+    let mut out = vec![1i64; 3 * plane];
+    let (t_plane, rest) = out.split_at_mut(plane);
+    let (h_plane, w_plane) = rest.split_at_mut(plane);
+    for (row, (&n, row_grids)) in lengths.iter().zip(grids).enumerate() {
+        if n > width {
+            return Err(Error::invalid(
+                format!("lengths[{row}]"),
+                format!("length {n} exceeds the padded width {width}; pass each row's unpadded length"),
+            ));
+        }
+        let span = row * width..row * width + n;
+        let planes = [&mut t_plane[span.clone()], &mut h_plane[span.clone()], &mut w_plane[span.clone()]];
+        write_positions(&ids[span], image_pad_id, row_grids, &format!("[{row}]"), planes)?;
+    }
+    Ok(out)
+}
+
+/// Fills the t, h, w position rows of `ids` (see [`mrope_position_ids`]); `at` is appended to the
+/// field names of errors (`"[3]"` for batch row 3, `""` for a single sequence).
+fn write_positions(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid], at: &str, rows: [&mut [i64]; 3]) -> Result<()> {
+    let [t_row, h_row, w_row] = rows;
+    let len = ids.len();
     let pads = ids.iter().filter(|&&t| t == image_pad_id).count();
     let expected: usize = grids.iter().map(MergedGrid::tokens).sum();
     if pads != expected {
         return Err(Error::invalid(
-            "image_grids",
+            format!("image_grids{at}"),
             format!(
                 "the token ids hold {pads} image-pad tokens (id {image_pad_id}) but the image grids \
                  need {expected}; pass one (rows, cols) merged grid per image, in prompt order"
             ),
         ));
     }
-    let mut out = vec![0i64; 3 * len];
-    let (t_row, rest) = out.split_at_mut(len);
-    let (h_row, w_row) = rest.split_at_mut(len);
     let mut next_pos: i64 = 0; // running position of the next text token
     let mut i = 0usize; // index into ids
     let mut grid_iter = grids.iter();
@@ -66,18 +127,18 @@ pub fn mrope_position_ids(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid]) 
             continue;
         }
         let grid = grid_iter.next().ok_or_else(|| {
-            Error::invalid("image_grids", "more image blocks in the token ids than image grids")
+            Error::invalid(format!("image_grids{at}"), "more image blocks in the token ids than image grids")
         })?;
         if grid.rows == 0 || grid.cols == 0 {
             return Err(Error::invalid(
-                "image_grids",
+                format!("image_grids{at}"),
                 format!("an image grid of {} x {} merged tokens is empty; every image has at least 1 x 1", grid.rows, grid.cols),
             ));
         }
         let n = grid.tokens();
         if i + n > len || ids[i..i + n].iter().any(|&t| t != image_pad_id) {
             return Err(Error::invalid(
-                "input_ids",
+                format!("input_ids{at}"),
                 format!(
                     "an image of {} x {} merged tokens needs {n} consecutive image-pad tokens at index {i}; \
                      the prompt must hold each image's pad tokens contiguously",
@@ -97,7 +158,7 @@ pub fn mrope_position_ids(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid]) 
         next_pos = p + grid.rows.max(grid.cols) as i64;
         i += n;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_patch_grid(grid_h: usize, grid_w: usize, merge: usize) -> Result<()> {
@@ -282,6 +343,45 @@ mod tests {
         // right count but split by a text token
         let ids = vec![PAD, 1, PAD];
         assert!(mrope_position_ids(&ids, PAD, &[MergedGrid { rows: 1, cols: 2 }]).is_err());
+    }
+
+    #[test]
+    fn batch_rows_equal_single_and_pad_with_one() {
+        let a = vec![10i64, PAD, PAD, 11];
+        let b = vec![PAD, 12];
+        let (rows, width) = (2, 5);
+        let mut ids = vec![0i64; rows * width];
+        ids[..4].copy_from_slice(&a);
+        ids[5..7].copy_from_slice(&b);
+        let grids = vec![vec![MergedGrid { rows: 1, cols: 2 }], vec![MergedGrid { rows: 1, cols: 1 }]];
+        let out = mrope_position_ids_batch(&ids, rows, width, &[4, 2], PAD, &grids).unwrap();
+        assert_eq!(out.len(), 3 * rows * width);
+        for (row, (seq, g)) in [(&a, &grids[0]), (&b, &grids[1])].into_iter().enumerate() {
+            let single = mrope_position_ids(seq, PAD, g).unwrap();
+            let n = seq.len();
+            for axis in 0..3 {
+                let at = axis * rows * width + row * width;
+                assert_eq!(&out[at..at + n], &single[axis * n..(axis + 1) * n]);
+                assert!(out[at + n..at + width].iter().all(|&p| p == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn batch_errors_name_the_row() {
+        let ids = vec![1i64, PAD, 2, 3];
+        let one = vec![MergedGrid { rows: 1, cols: 1 }];
+        let field = |r: Result<Vec<i64>>| match r {
+            Err(Error::InvalidInput { field, .. }) => field,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        };
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2], PAD, &[one.clone(), vec![]])), "lengths");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 3], PAD, &[one.clone(), vec![]])), "lengths[1]");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 2], PAD, &[vec![], vec![]])), "image_grids[0]");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 3, 2, &[2, 2, 2], PAD, &[one.clone(), vec![], vec![]])), "input_ids");
+        assert_eq!(field(mrope_position_ids(&ids, PAD, &[])), "image_grids");
+        let split = vec![PAD, 1, PAD];
+        assert_eq!(field(mrope_position_ids_batch(&split, 1, 3, &[3], PAD, &[vec![MergedGrid { rows: 1, cols: 2 }]])), "input_ids[0]");
     }
 
     #[test]
