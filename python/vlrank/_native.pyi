@@ -10,6 +10,7 @@ import numpy.typing as _npt_i
 from collections.abc import Sequence as _Seq_i
 
 DEFAULT_MAX_DECODE_PIXELS: int
+DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT: int
 DEFAULT_MIN_PIXELS: int
 DEFAULT_MAX_PIXELS: int
 IMAGE_FACTOR: int
@@ -26,19 +27,23 @@ def preprocess_images(
     min_pixels: int = 4096,
     max_pixels: int = 1310720,
     max_decode_pixels: int = 178956970,
+    max_decode_bytes_in_flight: int = 1073741824,
     names: list[str] | None = None,
     field: str = "images",
 ) -> list[
     tuple[_npt_i.NDArray[_np_i.float32], tuple[int, int, int], int, tuple[int, int], tuple[int, int]]
 ]:
     """Per image: (pixel_values (N, 1536), (t, h, w), num_tokens, (orig_h, orig_w), (resized_h, resized_w)).
-    One call, GIL released, parallel over images (rayon)."""
+    One call, GIL released, parallel over images (rayon), in waves whose header-estimated decode
+    bytes fit max_decode_bytes_in_flight (an image over it alone: ImageTooLargeError) and the
+    process budget (env VLRANK_DECODE_BYTES_IN_FLIGHT, default 2 GiB)."""
 def decode_rgb(
     src: bytes | bytearray | str | _os_i.PathLike[str] | _npt_i.NDArray[_np_i.uint8],
     *,
     min_pixels: int = 4096,
     max_pixels: int = 1310720,
     max_decode_pixels: int = 178956970,
+    max_decode_bytes_in_flight: int = 1073741824,
     resize: bool = True,
 ) -> _npt_i.NDArray[_np_i.uint8]:
     """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""
