@@ -171,6 +171,19 @@ pub fn decode_with_info(bytes: &[u8], info: &ImageInfo, source: &str, max_alloc:
         if !crate::probe::jpeg_is_complete(bytes) {
             return Err(decode_err(source, "truncated JPEG (its scan data ends before the EOI marker); pass the complete file"));
         }
+        let blocks = (info.width as u64).div_ceil(8) * (info.height as u64).div_ceil(8);
+        if crate::probe::jpeg_is_huffman(bytes) && (bytes.len() as u64) < blocks / 8 {
+            return Err(decode_err(
+                source,
+                format!(
+                    "truncated JPEG: a {}x{} frame needs at least {} bytes of scan data, the file has {}; pass the complete file",
+                    info.width,
+                    info.height,
+                    blocks / 8,
+                    bytes.len()
+                ),
+            ));
+        }
         return jpeg::decode(bytes, source, (info.width, info.height));
     }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format(info.format));
