@@ -108,3 +108,27 @@ def noise_image(rng: np.random.Generator, h: int, w: int, channels: int = 3) -> 
     if channels == 1:
         return arr[..., 0].copy()
     return arr
+
+
+def gif_screen_bomb(width: int = 13000, height: int = 13000) -> bytes:
+    """A 35-byte GIF whose logical screen is width x height and whose one frame is 1 x 1."""
+    head = b"GIF89a" + struct.pack("<HH", width, height) + bytes([0x80, 0, 0, 0, 0, 0, 255, 255, 255])
+    return head + bytes([0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0]) + bytes([2, 2, 0x4C, 0x01, 0, 0x3B])
+
+
+def webp_lossless_bomb(width: int = 13000, height: int = 13000) -> bytes:
+    """A VP8L (lossless WebP) header claiming width x height, with a few bytes of body."""
+    bits = (width - 1) | ((height - 1) << 14)
+    body = b"\x2f" + struct.pack("<I", bits) + b"\x00" * 32
+    chunk = b"VP8L" + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def jpeg_size_bomb(width: int = 12000, height: int = 12000) -> bytes:
+    """A complete small JPEG whose frame header is patched to claim width x height."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 200)).save(buf, "JPEG", quality=75)
+    data = bytearray(buf.getvalue())
+    i = data.index(b"\xff\xc0")
+    data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    return bytes(data)

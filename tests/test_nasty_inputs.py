@@ -844,3 +844,74 @@ def test_fuzzed_image_documents(vl_rr: vlrank.Reranker, data: bytes) -> None:
         assert exc.field == "documents[1].content[0].image", (exc.field, str(exc))
     else:
         assert_ranked(out, 2)
+
+
+# ---- decompression bombs: budgets from headers, no abort on allocation failure ----
+
+
+def test_webp_and_jpeg_bombs_refused_from_headers():
+    from images_support import jpeg_size_bomb, webp_lossless_bomb  # noqa: PLC0415
+
+    # A lossless 13000^2 WebP needs ~1.3 GiB to decode: over the call's decoded-bytes budget.
+    with pytest.raises(ImageTooLargeError) as err:
+        vlrank.preprocess_images([webp_lossless_bomb()])
+    assert "max_decode_bytes_in_flight" in str(err.value)
+    # A ~700-byte JPEG claiming 12000^2 cannot hold its scan data: refused before any pixel
+    # buffer exists (Pillow calls it truncated too).
+    bomb = jpeg_size_bomb()
+    assert len(bomb) < 1000
+    with pytest.raises(ImageDecodeError) as err:
+        vlrank.preprocess_images([bomb])
+    assert "truncated" in str(err.value)
+
+
+def test_gif_screen_bomb_counts_its_logical_screen():
+    from images_support import gif_screen_bomb  # noqa: PLC0415
+
+    bomb = gif_screen_bomb()
+    assert len(bomb) < 64  # a few dozen bytes
+    # The logical screen (what Pillow allocates and resizes) is what is budgeted: a call budget
+    # below it refuses the image with the parameter named; a batch of them is refused per image.
+    with pytest.raises(ImageTooLargeError) as err:
+        vlrank.preprocess_images([bomb] * 8, max_decode_bytes_in_flight=256 << 20)
+    assert "max_decode_bytes_in_flight" in str(err.value)
+    small = vlrank.preprocess_images([gif_screen_bomb(64, 40)])[0]
+    assert (small.height, small.width) == (40, 64)
+
+
+def test_bombs_under_an_address_space_cap_give_typed_errors_and_the_process_survives(tmp_path):
+    # A 2 GiB address-space cap (a container limit): every bomb gets a typed vlrank error or a
+    # correct result, never an abort, and the same process then preprocesses a normal image.
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        import vlrank
+        from vlrank.errors import VlrankError
+        from images_support import gif_screen_bomb, jpeg_size_bomb, webp_lossless_bomb
+        for batch in ([gif_screen_bomb()] * 3, [webp_lossless_bomb()] * 4, [jpeg_size_bomb()] * 4,
+                      [gif_screen_bomb(), webp_lossless_bomb(), jpeg_size_bomb()]):
+            try:
+                out = vlrank.preprocess_images(batch)
+                print("ok", [o.pixel_values.shape for o in out])
+            except VlrankError as e:
+                print("typed", type(e).__name__)
+        img = np.full((120, 90, 3), 77, np.uint8)
+        p = vlrank.preprocess_images([img])[0]
+        assert p.pixel_values.shape[1] == 1536
+        print("SURVIVED")
+        """
+    )
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.run(
+        ["prlimit", f"--as={2 << 30}", sys.executable, "-c", script, tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    lines = proc.stdout.split()
+    assert "SURVIVED" in lines, proc.stdout
+    assert "memory allocation" not in proc.stderr
+    assert proc.stdout.count("typed") + proc.stdout.count("ok") == 4, proc.stdout

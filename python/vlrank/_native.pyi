@@ -15,6 +15,7 @@ __version__: str
 # ---- geometry / probe / image ----
 
 DEFAULT_MAX_DECODE_PIXELS: int
+DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT: int
 DEFAULT_MIN_PIXELS: int
 DEFAULT_MAX_PIXELS: int
 IMAGE_FACTOR: int
@@ -31,19 +32,23 @@ def preprocess_images(
     min_pixels: int = ...,
     max_pixels: int = ...,
     max_decode_pixels: int = ...,
+    max_decode_bytes_in_flight: int = ...,
     names: list[str] | None = None,
     field: str = "images",
 ) -> list[
     tuple[_npt.NDArray[_np.float32], tuple[int, int, int], int, tuple[int, int], tuple[int, int]]
 ]:
     """Per image: (pixel_values (N, 1536), (t, h, w), num_tokens, (orig_h, orig_w), (resized_h, resized_w)).
-    One call, GIL released, parallel over images (rayon)."""
+    One call, GIL released, parallel over images (rayon), in waves whose header-estimated decode
+    bytes fit max_decode_bytes_in_flight (an image over it alone: ImageTooLargeError) and the
+    process budget (env VLRANK_DECODE_BYTES_IN_FLIGHT, default 2 GiB)."""
 def decode_rgb(
     src: bytes | bytearray | str | _os.PathLike[str] | _npt.NDArray[_np.uint8],
     *,
     min_pixels: int = ...,
     max_pixels: int = ...,
     max_decode_pixels: int = ...,
+    max_decode_bytes_in_flight: int = ...,
     resize: bool = True,
 ) -> _npt.NDArray[_np.uint8]:
     """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""

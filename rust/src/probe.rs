@@ -235,13 +235,13 @@ fn probe_jpeg(b: &[u8], source: &str) -> Result<Probe> {
     }
 }
 
-/// Whether a JPEG's frame has a chroma component at half the luma resolution in both directions
-/// (4:2:0, "h2v2"): the layout where the choice of upsampler shows in the pixels.
-pub fn jpeg_is_h2v2(b: &[u8]) -> bool {
+/// The frame header of a JPEG: its SOFn marker code and the offset of its segment body (after
+/// the length field). None: no frame header before the first scan.
+fn jpeg_sof_segment(b: &[u8]) -> Option<(u8, usize)> {
     let mut i = 2;
     while i + 4 <= b.len() {
         if b[i] != 0xFF {
-            return false;
+            return None;
         }
         let code = b[i + 1];
         if code == 0xFF {
@@ -253,21 +253,33 @@ pub fn jpeg_is_h2v2(b: &[u8]) -> bool {
             continue;
         }
         if code == 0xDA || code == 0xD9 {
-            return false;
+            return None;
         }
         let len = u16be(b, i) as usize;
-        let is_sof = matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            let n = *b.get(i + 7).unwrap_or(&0) as usize;
-            let comps: Vec<(u8, u8)> = (0..n)
-                .filter_map(|c| b.get(i + 8 + 3 * c + 1).map(|&s| (s >> 4, s & 15)))
-                .collect();
-            let (hmax, vmax) = comps.iter().fold((1, 1), |(h, v), &(ch, cv)| (h.max(ch), v.max(cv)));
-            return comps.len() == 3 && comps.iter().any(|&(ch, cv)| ch > 0 && cv > 0 && hmax / ch == 2 && vmax / cv == 2);
+        if matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC) {
+            return Some((code, i));
         }
         i += len;
     }
-    false
+    None
+}
+
+/// Whether a JPEG's frame has a chroma component at half the luma resolution in both directions
+/// (4:2:0, "h2v2"): the layout where the choice of upsampler shows in the pixels.
+pub fn jpeg_is_h2v2(b: &[u8]) -> bool {
+    let Some((_, i)) = jpeg_sof_segment(b) else { return false };
+    let n = *b.get(i + 7).unwrap_or(&0) as usize;
+    let comps: Vec<(u8, u8)> =
+        (0..n).filter_map(|c| b.get(i + 8 + 3 * c + 1).map(|&s| (s >> 4, s & 15))).collect();
+    let (hmax, vmax) = comps.iter().fold((1, 1), |(h, v), &(ch, cv)| (h.max(ch), v.max(cv)));
+    comps.len() == 3 && comps.iter().any(|&(ch, cv)| ch > 0 && cv > 0 && hmax / ch == 2 && vmax / cv == 2)
+}
+
+/// Whether a JPEG is Huffman-coded (SOF0-3, SOF5-7): then every 8x8 luma block costs at least one
+/// bit of its DC code, so a file shorter than blocks / 8 bytes cannot hold its image (a bomb that
+/// claims a huge frame). Arithmetic-coded frames have no such floor.
+pub fn jpeg_is_huffman(b: &[u8]) -> bool {
+    matches!(jpeg_sof_segment(b), Some((code, _)) if code & 0x08 == 0)
 }
 
 /// Whether a JPEG runs from SOI through its scans to an EOI marker. The decoder we use fills a

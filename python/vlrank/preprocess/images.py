@@ -22,6 +22,8 @@ DEFAULT_MAX_PIXELS = int(_native.DEFAULT_MAX_PIXELS)
 IMAGE_FACTOR = int(_native.IMAGE_FACTOR)  # pixels per image-token side: 16-pixel patches merged 2 x 2
 # Pillow's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), checked from the header.
 DEFAULT_MAX_DECODE_PIXELS = int(_native.DEFAULT_MAX_DECODE_PIXELS)
+# Decoded bytes (decoder output + resize buffers) one call holds at once, estimated from headers.
+DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT = int(_native.DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT)
 
 # A path (str / os.PathLike), encoded bytes, a PIL.Image.Image, or a uint8 numpy array
 # (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
@@ -178,9 +180,17 @@ def preprocess_images(
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+    max_decode_bytes_in_flight: int = DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT,
 ) -> list[PreprocessedImage]:
-    """Preprocess many images in one native call (GIL released, parallel over images)."""
+    """Preprocess many images in one native call (GIL released, parallel over images, in waves
+    whose decoded bytes fit ``max_decode_bytes_in_flight``)."""
     _check_budget(min_pixels, max_pixels)
+    if isinstance(max_decode_bytes_in_flight, bool) or not isinstance(max_decode_bytes_in_flight, (int, np.integer)) \
+            or max_decode_bytes_in_flight <= 0:
+        raise InvalidInputError(
+            f"max_decode_bytes_in_flight must be a positive int (bytes), got {max_decode_bytes_in_flight!r}",
+            field="max_decode_bytes_in_flight",
+        )
     if isinstance(srcs, (str, bytes, bytearray, np.ndarray)) or _is_pil(srcs):
         raise InvalidInputError("pass a list of images (e.g. [src]); for one image use preprocess_image", field="srcs")
     items = [_native_source(s, f"srcs[{i}]") for i, s in enumerate(srcs)]
@@ -190,6 +200,7 @@ def preprocess_images(
         min_pixels=int(min_pixels),
         max_pixels=int(max_pixels),
         max_decode_pixels=int(max_decode_pixels),
+        max_decode_bytes_in_flight=int(max_decode_bytes_in_flight),
         names=names,
     )
     return [_wrap(r) for r in out]

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::args::{invalid, type_name};
 use crate::error::{Error, Result};
 use crate::geometry::{DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS};
-use crate::image::{self, Options, Preprocessed, Source, DEFAULT_MAX_DECODE_PIXELS};
+use crate::image::{self, Options, Preprocessed, Source, DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT, DEFAULT_MAX_DECODE_PIXELS};
 use crate::probe;
 
 /// What Python handed us, kept alive (and borrowed from) while the GIL is released.
@@ -105,6 +105,18 @@ fn with_source<T>(input: &Input<'_>, name: &str, f: impl FnOnce(&Source) -> Resu
     }
 }
 
+/// Header-only decode cost of an input (0 where the header cannot be read: the task then reports that).
+fn cost_of(input: &Input<'_>, name: &str, opts: &Options) -> u64 {
+    let cost = match *input {
+        Input::Encoded(bytes) => image::decode_cost(&Source::Encoded { bytes, name }, opts),
+        Input::Path(p) => probe::probe_file(p).and_then(|info| image::cost_from_info(&info, name, opts)),
+        Input::Array { data, height, width, channels } => {
+            image::decode_cost(&Source::Array { data, height, width, channels, name }, opts)
+        }
+    };
+    cost.unwrap_or(0)
+}
+
 type PreTuple<'py> = (Bound<'py, PyArray2<f32>>, (u32, u32, u32), u64, (u32, u32), (u32, u32));
 
 fn to_tuple<'py>(py: Python<'py>, p: Preprocessed) -> PreTuple<'py> {
@@ -164,13 +176,16 @@ fn probe_images(py: Python<'_>, srcs: &Bound<'_, PyAny>, field: &str) -> PyResul
 /// `names` label the inputs in errors (default: the path, or f"{field}[i]").
 #[pyfunction]
 #[pyo3(signature = (srcs, *, min_pixels = DEFAULT_MIN_PIXELS, max_pixels = DEFAULT_MAX_PIXELS,
-                    max_decode_pixels = DEFAULT_MAX_DECODE_PIXELS, names = None, field = "images"))]
+                    max_decode_pixels = DEFAULT_MAX_DECODE_PIXELS,
+                    max_decode_bytes_in_flight = DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT, names = None, field = "images"))]
+#[allow(clippy::too_many_arguments)]
 fn preprocess_images<'py>(
     py: Python<'py>,
     srcs: &Bound<'py, PyAny>,
     min_pixels: u64,
     max_pixels: u64,
     max_decode_pixels: u64,
+    max_decode_bytes_in_flight: u64,
     names: Option<Vec<String>>,
     field: &str,
 ) -> PyResult<Vec<PreTuple<'py>>> {
@@ -186,13 +201,13 @@ fn preprocess_images<'py>(
         None => held.iter().enumerate().map(|(i, h)| name_of(h, i, field)).collect(),
     };
     let inputs: Vec<Input<'_>> = held.iter().map(view).collect();
-    let opts = Options { min_pixels, max_pixels, max_decode_pixels };
-    // rayon owns parallelism: one task per image, nested row-parallel work inside each.
+    let opts = Options { min_pixels, max_pixels, max_decode_pixels, max_decode_bytes_in_flight };
+    // rayon owns parallelism: one task per image, nested row-parallel work inside each, in waves
+    // that fit the decode budgets (run_budgeted waits here, outside the pool).
     let results = py.detach(|| {
-        inputs
-            .par_iter()
-            .zip(&names)
-            .map(|(input, name)| with_source(input, name, |s| image::preprocess(s, &opts)))
+        let costs: Vec<u64> = inputs.par_iter().zip(&names).map(|(input, name)| cost_of(input, name, &opts)).collect();
+        image::run_budgeted(&costs, &opts, |i| with_source(&inputs[i], &names[i], |s| image::preprocess(s, &opts)))
+            .into_iter()
             .collect::<Result<Vec<Preprocessed>>>()
     })?;
     Ok(results.into_iter().map(|p| to_tuple(py, p)).collect())
@@ -202,19 +217,21 @@ fn preprocess_images<'py>(
 /// the decoded image before the resize with `resize=False`.
 #[pyfunction]
 #[pyo3(signature = (src, *, min_pixels = DEFAULT_MIN_PIXELS, max_pixels = DEFAULT_MAX_PIXELS,
-                    max_decode_pixels = DEFAULT_MAX_DECODE_PIXELS, resize = true))]
+                    max_decode_pixels = DEFAULT_MAX_DECODE_PIXELS,
+                    max_decode_bytes_in_flight = DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT, resize = true))]
 fn decode_rgb<'py>(
     py: Python<'py>,
     src: &Bound<'py, PyAny>,
     min_pixels: u64,
     max_pixels: u64,
     max_decode_pixels: u64,
+    max_decode_bytes_in_flight: u64,
     resize: bool,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
     let held = hold(src, "src")?;
     let name = name_of(&held, 0, "src");
     let input = view(&held);
-    let opts = Options { min_pixels, max_pixels, max_decode_pixels };
+    let opts = Options { min_pixels, max_pixels, max_decode_pixels, max_decode_bytes_in_flight };
     let rgb = py.detach(|| {
         with_source(&input, &name, |s| {
             if resize {
@@ -234,5 +251,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(preprocess_images, m)?)?;
     m.add_function(wrap_pyfunction!(decode_rgb, m)?)?;
     m.add("DEFAULT_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS)?;
+    m.add("DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT", DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT)?;
     Ok(())
 }
