@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Install vlrank with its test extra into the active Python environment and run every test:
-# the Rust unit tests (pure core, no Python) and the Python suite (golden cases, properties, server).
+# Build vlrank's release wheel (scripts/build-wheel.sh: abi3, manylinux_2_28), install it with its test
+# extra into the active Python environment and run every test: the Rust unit tests (pure core, no Python)
+# and the Python suite (golden cases, properties, server, clients). tests/test_wheel.py installs the same
+# wheel into fresh venvs (VLRANK_TEST_WHEEL), so the Rust core is compiled once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q ".[test]"
+wheel="$(bash scripts/build-wheel.sh dist | tail -n 1)"
+python -m pip install -q "${wheel}[test]"
+export VLRANK_TEST_WHEEL="$PWD/$wheel"
 cargo test --release --quiet
 python -m pytest -q -p no:cacheprovider

@@ -1,6 +1,7 @@
 """The ``vlrank`` command line: one sub-module per sub-command, each exposing
 ``register(subparsers)`` (adds its parser and sets ``func``) so this file stays a thin dispatcher.
-JSON goes to stdout, human messages to stderr; errors exit non-zero without a traceback.
+JSON goes to stdout, human messages to stderr; errors exit non-zero without a traceback: 1 for a failed
+run, 2 for a usage error or a missing extra (the message names the ``pip install "vlrank[EXTRA]"``).
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlrank.cli import demo, embed, export, rerank, serve, tokens
+from vlrank.cli import demo, doctor, embed, export, rerank, serve, tokens
 from vlrank.errors import VlrankError
+from vlrank.extras import MissingExtraError, missing_extra
 
 # Sub-commands, in the order --help lists them.
-COMMANDS = (demo, rerank, embed, export, tokens, serve)
+COMMANDS = (demo, rerank, embed, export, tokens, serve, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except MissingExtraError as exc:  # an installation fault: one line naming the extra, like a usage error
+        print(f"vlrank: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc, feature=f"vlrank {args.command}")
+        if missing is None:
+            raise
+        print(f"vlrank: error: {missing}", file=sys.stderr)
+        return 2
     except VlrankError as exc:
         print(f"vlrank: error: {exc}", file=sys.stderr)
         return 1

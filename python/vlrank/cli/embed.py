@@ -1,4 +1,7 @@
-"""``vlrank embed --model M TEXT... [--dimensions K] [--instruction I]``: JSON on stdout."""
+"""``vlrank embed --model M [TEXT...] [--image PATH] [--text T] [--inputs FILE.jsonl]``: JSON on stdout.
+
+Each TEXT argument is one input; the ``--image`` / ``--text`` parts, in command-line order, form one more
+(multimodal) input; then the lines of ``--inputs``."""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ import argparse
 from pathlib import Path
 
 from vlrank.cli.common import add_model_options, collect_inputs, write_json
+from vlrank.cli.media import image_file, text_part
 
 EXAMPLES = """examples:
   vlrank embed --model out/emb "a red logo" "a blue car"
   vlrank embed --model out/emb "a red logo" --dimensions 256 --encoding-format base64
+  vlrank embed --model out/emb --image photo.jpg --text "a photo of a beach"   # one input: image + text
   vlrank embed --model out/emb --inputs inputs.jsonl --instruction "Represent the page for retrieval."
   # inputs.jsonl, one input per line:
   #   "a plain text"
@@ -18,13 +23,17 @@ EXAMPLES = """examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "embed", help="embed texts (OpenAI/IONOS-shaped JSON on stdout)",
+        "embed", help="embed texts and images (OpenAI/IONOS-shaped JSON on stdout)",
         description="Embed inputs and print the OpenAI/IONOS embeddings result (JSON) on stdout. Errors go to "
         "stderr with a non-zero exit code.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
-    p.add_argument("texts", nargs="*", help="texts to embed")
+    p.add_argument("texts", nargs="*", help="texts to embed, one input each")
+    p.add_argument("--image", dest="parts", action="append", type=image_file, default=[], metavar="PATH",
+                   help="an image file, a part of one multimodal input with the --text parts (repeatable)")
+    p.add_argument("--text", dest="parts", action="append", type=text_part, metavar="TEXT",
+                   help="a text part of that multimodal input (repeatable)")
     p.add_argument("--inputs", type=Path, default=None,
                    help="a JSON-lines file, one input per line (a JSON string or an IONOS/OpenAI input object)")
     p.add_argument("--instruction", default=None)
@@ -37,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Embedder
 
-    inputs = collect_inputs(args.texts, args.inputs, file_flag="--inputs", field="input",
-                            missing="nothing to embed: pass TEXT arguments or --inputs FILE.jsonl")
+    given = list(args.texts) + ([{"content": args.parts}] if args.parts else [])
+    inputs = collect_inputs(given, args.inputs, file_flag="--inputs", field="input",
+                            missing="nothing to embed: pass TEXT arguments, --image PATH / --text TEXT, or "
+                                    "--inputs FILE.jsonl")
     em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
                    encoding_format=args.encoding_format)

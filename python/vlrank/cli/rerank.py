@@ -1,4 +1,5 @@
-"""``vlrank rerank --model M --query Q (--document D ... | --documents FILE.jsonl) [--top-n N]``: JSON on stdout."""
+"""``vlrank rerank --model M --query Q (--document D | --document-image PATH ... | --documents FILE.jsonl)
+[--top-n N] [--raw-scores]``: JSON on stdout. Documents keep their command-line order (then the file's)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import argparse
 from pathlib import Path
 
 from vlrank.cli.common import add_model_options, collect_inputs, write_json
+from vlrank.cli.media import image_document
 
 EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
   vlrank rerank --model out/rr --query "red logo" --documents docs.jsonl --top-n 3 --no-documents
+  vlrank rerank --model out/rr --query "a beach" --document-image a.jpg --document-image b.png --raw-scores
   # docs.jsonl, one document per line:
   #   "a plain text document"
   #   {"content": [{"type": "image_url", "image_url": {"url": "file:///data/page1.png"}}]}
@@ -24,12 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
     p.add_argument("--query", required=True, help="the query text")
-    p.add_argument("--document", action="append", default=[], help="a document text (repeatable)")
+    p.add_argument("--document", dest="document", action="append", default=[], help="a document text (repeatable)")
+    p.add_argument("--document-image", dest="document", action="append", type=image_document, metavar="PATH",
+                   help="an image file as a document (repeatable; in order with --document)")
     p.add_argument("--documents", type=Path, default=None,
                    help="a JSON-lines file, one document per line (a JSON string or an IONOS/OpenAI document object)")
     p.add_argument("--top-n", type=int, default=None)
     p.add_argument("--instruction", default=None)
     p.add_argument("--no-documents", action="store_true", help="leave the documents out of the results")
+    p.add_argument("--raw-scores", action="store_true",
+                   help="add raw_score (the logit; relevance_score = sigmoid(raw_score)) to each result")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -38,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Reranker
 
     docs = collect_inputs(args.document, args.documents, file_flag="--documents", field="documents",
-                          missing="no documents: pass --document TEXT (repeatable) or --documents FILE.jsonl")
+                          missing="no documents: pass --document TEXT / --document-image PATH (repeatable) or "
+                                  "--documents FILE.jsonl")
     rr = Reranker(args.model, max_length=args.max_length, providers=args.providers)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
-                    return_documents=not args.no_documents)
+                    return_documents=not args.no_documents, raw_scores=args.raw_scores)
     write_json(out)
     return 0

@@ -18,12 +18,9 @@ _ALIASES = {"cpu": [CPU], "cuda": [CUDA, CPU], "gpu": [CUDA, CPU]}
 
 
 def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - declared dependency
-        raise RuntimeUnavailableError("onnxruntime is not installed: pip install onnxruntime "
-                                      "(or onnxruntime-gpu for CUDA)") from exc
-    return ort
+    from vlrank.engine.ort_install import import_onnxruntime  # the extras cpu / gpu; both at once refused
+
+    return import_onnxruntime()
 
 
 def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:

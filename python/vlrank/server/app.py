@@ -29,13 +29,14 @@ from .metrics import Metrics
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .models import ModelSpec, ServedModel
 from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
-from .schemas import ERROR_RESPONSES, EmbeddingRequest, ErrorResponse, ModelList, RerankRequest
+from .schemas import ERROR_RESPONSES, EmbeddingRequest, ErrorResponse, ModelList, RerankRequest, RerankResponse
 from .settings import ServerSettings
 
 log = logging.getLogger("vlrank.server")
 
 LOADING, READY, FAILED, STOPPING = "loading", "ok", "failed", "shutting_down"
-ROUTES = frozenset({"/v1/rerank", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs"})
+ROUTES = frozenset({"/v1/rerank", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs",
+                    "/v2/rerank", "/score", "/v1/score"})
 
 
 class ServerState:
@@ -246,7 +247,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
 
     # Auth is checked in a pure ASGI middleware (before the body is parsed, so an unauthenticated client
     # learns nothing about validation); FastAPI dependencies would cost a thread hop per request.
-    app.add_middleware(AuthMiddleware, api_key=settings.api_key, protected_prefix="/v1/")
+    app.add_middleware(AuthMiddleware, api_key=settings.api_key, protected_prefix=("/v1/", "/v2/", "/score"))
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, known_paths=ROUTES)
     auth = {"security": [{"bearer": []}]} if settings.api_key is not None else {}
 
@@ -272,7 +273,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
         return {"object": "list", "data": data}
 
     @app.post("/v1/rerank", summary="score documents against a query (IONOS rerank)", openapi_extra=auth,
-              responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
+              response_model=RerankResponse, responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
     async def rerank(body: RerankRequest, request: Request) -> Response:
         served = state.model(body.model, RERANK)
         count = _document_count(body.documents)
@@ -281,7 +282,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
                                 f"{settings.max_documents}; split the request", param="documents",
                            code="too_many_documents")
         prepared = await state.prepare(served, request, query=body.query, documents=body.documents, top_n=body.top_n,
-                                       instruction=body.instruction, return_documents=body.return_documents)
+                                       instruction=body.instruction, return_documents=body.return_documents,
+                                       raw_scores=body.raw_scores)
         return await _answer(state, served, prepared, request)
 
     @app.post("/v1/embeddings", summary="embed texts and images (OpenAI / IONOS embeddings)",
@@ -298,6 +300,11 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
                                        encoding_format=body.encoding_format)
         return await _answer(state, served, prepared, request)
 
+    from . import api_docs, cohere, score  # they import this module: registered once it is loaded
+
+    cohere.add_routes(app, state, auth=auth)
+    score.add_routes(app, state, auth=auth)
+    api_docs.name_served_models(app, models)
     _ = ErrorResponse  # documented through ERROR_RESPONSES
     if settings.api_key is not None:
         _declare_bearer(app)

@@ -137,7 +137,7 @@ class RerankEngine(TaskEngine):
     kind = RERANK
 
     def prepare(self, *, query: Any, documents: Any, top_n: int | None, instruction: str | None,
-                return_documents: bool) -> Prepared:
+                return_documents: bool, raw_scores: bool = False) -> Prepared:
         parsed_query = parse_query(query, policy=self.policy)
         parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
         pixels = self._pixels
@@ -156,7 +156,7 @@ class RerankEngine(TaskEngine):
         # The task's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
         # policy, in a request thread) is the only one: images are fetched once, never by the model worker.
         payload = {"query": parsed_query, "documents": parsed_docs, "top_n": top_n, "instruction": instruction,
-                   "return_documents": return_documents}
+                   "return_documents": return_documents, "raw_scores": raw_scores}
         return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
 
     def _call(self, payload: dict[str, Any]) -> dict:

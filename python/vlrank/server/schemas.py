@@ -37,6 +37,8 @@ class RerankRequest(BaseModel):
     top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
     instruction: StrictStr | None = Field(default=None, description="task instruction (default: the model's)")
     return_documents: StrictBool = Field(default=True, description="echo each document in its result")
+    raw_scores: StrictBool = Field(default=False, description="add raw_score (the logit; relevance_score = "
+                                                              "sigmoid(raw_score)) to each result")
 
 
 class EmbeddingRequest(BaseModel):
@@ -81,6 +83,92 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class RerankResult(BaseModel):
+    index: int = Field(description="position of the document in the request")
+    document: dict[str, Any] | None = Field(default=None, description='the echoed document ({"text", '
+                                            '"multi_modal"}); only with return_documents')
+    relevance_score: float = Field(description="sigmoid of the model's yes-vs-no logit, in [0, 1]")
+    raw_score: float | None = Field(default=None, description="the logit itself; only with raw_scores")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    """POST /v1/rerank: the IONOS rerank result (Cohere v1 clients read index / relevance_score / document)."""
+
+    id: str
+    object: Literal["list"] = "list"
+    model: str
+    results: list[RerankResult] = Field(description="best first; top_n of them when given")
+    usage: Usage
+
+
+class CohereV2RerankRequest(BaseModel):
+    """POST /v2/rerank (Cohere v2 shape; also accepts vlrank's multimodal documents)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"model": "reranker", "query": "What is the capital of France?",
+                      "documents": ["Paris is the capital of France.", "Berlin is the capital of Germany."],
+                      "top_n": 1}]
+    })
+
+    model: StrictStr = Field(description="id of a served reranker (GET /v1/models)")
+    query: Side = Field(description='a string (or vlrank\'s {"content": [parts]})')
+    documents: Annotated[list[Side], Field(min_length=1)] = Field(description="the texts (or content objects) to score")
+    top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
+    max_tokens_per_doc: StrictInt | None = Field(
+        default=None, ge=1, description="accepted for compatibility and not applied: vlrank truncates each pair to "
+                                        "the model's max_length (meta.warnings says so)")
+    priority: StrictInt | None = Field(default=None, description="accepted for compatibility; not applied")
+    return_documents: StrictBool = Field(default=False, description="vlrank extension: echo each document")
+    raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
+    instruction: StrictStr | None = Field(default=None, description="vlrank extension: task instruction")
+
+
+class CohereV2RerankResponse(BaseModel):
+    id: str
+    results: list[RerankResult] = Field(description="best first: index and relevance_score (document / raw_score "
+                                                    "only when asked for)")
+    meta: dict[str, Any] = Field(description="api_version, billed_units, tokens, warnings")
+
+
+class ScoreRequest(BaseModel):
+    """POST /score and /v1/score (vLLM's score API): text_1 against each text_2, or pairwise."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"model": "reranker", "text_1": "What is the capital of France?",
+                      "text_2": ["Paris is the capital of France.", "Berlin is the capital of Germany."]}]
+    })
+
+    model: StrictStr = Field(description="id of a served reranker (GET /v1/models)")
+    text_1: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(
+        description="one query, or one query per text_2 (pairs)")
+    text_2: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(description="the texts to score")
+    raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
+    truncate_prompt_tokens: StrictInt | None = Field(
+        default=None, description="accepted for compatibility and not applied (pairs keep the model's max_length)")
+    user: StrictStr | None = Field(default=None, description="accepted for compatibility; ignored")
+
+
+class ScoreItem(BaseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+    raw_score: float | None = None
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreItem] = Field(description="one score per pair, in pair order (not sorted)")
+    usage: Usage
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

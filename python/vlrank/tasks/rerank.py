@@ -27,6 +27,7 @@ class _Prepared:
     rows: list[Row]
     top_n: int | None
     return_documents: bool
+    raw_scores: bool = False
 
 
 class Reranker(Task):
@@ -41,17 +42,20 @@ class Reranker(Task):
 
     task = "rerank"
     method = "rerank"
-    call_args = frozenset({"query", "documents", "top_n", "instruction", "return_documents"})
+    call_args = frozenset({"query", "documents", "top_n", "instruction", "return_documents", "raw_scores"})
     inputs_field = "documents"
     image_verb = "score"
 
     # ---- public API -------------------------------------------------------------------------------------
     def rerank(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
-               return_documents: bool = True) -> dict:
+               return_documents: bool = True, raw_scores: bool = False) -> dict:
         """IONOS rerank result: ``{"id", "object": "list", "model", "results": [{"index", "document",
-        "relevance_score"}], "usage": {"prompt_tokens", "total_tokens"}}``, results best first."""
+        "relevance_score"}], "usage": {"prompt_tokens", "total_tokens"}}``, results best first.
+
+        ``raw_scores=True`` adds ``"raw_score"`` to each result: the logit whose sigmoid is
+        ``relevance_score`` (yes - no for Qwen3-Reranker), for calibration or fusion with other scores."""
         return self._call(query=query, documents=documents, top_n=top_n, instruction=instruction,
-                          return_documents=return_documents)
+                          return_documents=return_documents, raw_scores=raw_scores)
 
     def rerank_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many rerank calls through one batch plan; result i equals ``rerank(**calls[i])`` (ids aside), a
@@ -61,10 +65,13 @@ class Reranker(Task):
     # ---- steps ----------------------------------------------------------------------------------------------
 
     def _prepare(self, *, query: Any = None, documents: Any = None, top_n: int | None = None,
-                 instruction: str | None = None, return_documents: bool = True, images=None) -> _Prepared:
+                 instruction: str | None = None, return_documents: bool = True, raw_scores: bool = False,
+                 images=None) -> _Prepared:
         top_n = check_positive(top_n, field="top_n", what="or None for every document")
         if not isinstance(return_documents, bool):
             raise InvalidInputError("return_documents: pass True or False", field="return_documents")
+        if not isinstance(raw_scores, bool):
+            raise InvalidInputError("raw_scores: pass True or False", field="raw_scores")
         instruction = check_instruction(instruction)
         q = parse_query(query, policy=self.fetch_policy)
         docs = parse_documents(documents, policy=self.fetch_policy)
@@ -83,10 +90,11 @@ class Reranker(Task):
                                 instruction=instruction, max_length=self.max_length,
                                 min_pixels=self.min_pixels, max_pixels=self.max_pixels)
             rows = [Row(list(r), q_imgs + di) for r, di in zip(ids, d_imgs)]
-        return _Prepared(docs, rows, top_n, return_documents)
+        return _Prepared(docs, rows, top_n, return_documents, raw_scores)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:
-        scores = [self._score(o) for o in outputs]
+        logits = [self._logit(o) for o in outputs]
+        scores = [_sigmoid(x) for x in logits]
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         if p.top_n is not None:
             order = order[: p.top_n]
@@ -96,6 +104,8 @@ class Reranker(Task):
             if p.return_documents:
                 item["document"] = p.documents[i].echo
             item["relevance_score"] = scores[i]
+            if p.raw_scores:
+                item["raw_score"] = logits[i]
             results.append(item)
         return {
             "id": f"rerank-{uuid.uuid4().hex}",
@@ -105,11 +115,12 @@ class Reranker(Task):
             "usage": usage(p.rows),
         }
 
-    def _score(self, out: np.ndarray) -> float:
-        if self.family == "qwen3":  # softmax([no, yes])[1] = sigmoid(yes - no), in float64
+    def _logit(self, out: np.ndarray) -> float:
+        """The score's logit: relevance_score = sigmoid(logit), in float64."""
+        if self.family == "qwen3":  # softmax([no, yes])[1] = sigmoid(yes - no)
             no, yes = (float(v) for v in out)
-            return _sigmoid(yes - no)
-        return _sigmoid(float(out))
+            return yes - no
+        return float(out)
 
 
 def _sigmoid(x: float) -> float:

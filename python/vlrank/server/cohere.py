@@ -1,0 +1,61 @@
+"""Cohere's rerank API v2 (``POST /v2/rerank``) over the served rerankers.
+
+Cohere v2 answers ``{"id", "results": [{"index", "relevance_score"}], "meta"}``: results best first, no
+documents (``return_documents`` is a vlrank extension that echoes them; ``raw_scores`` adds each logit).
+``max_tokens_per_doc`` and ``priority`` are accepted so Cohere clients work unchanged; neither is applied
+(every pair is truncated to the model's max_length), and ``meta.warnings`` says so when they are sent.
+``POST /v1/rerank`` is the IONOS shape, which Cohere v1 clients read as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from .app import ServerState, _ClientGone
+from .engines import RERANK
+from .errors import ApiError
+from .schemas import ERROR_RESPONSES, CohereV2RerankRequest, CohereV2RerankResponse
+
+ROUTES = frozenset({"/v2/rerank"})
+
+
+def check_document_count(count: int, limit: int, *, field: str = "documents") -> None:
+    """413 naming ``field`` when a request carries more documents than the server takes."""
+    if count > limit:
+        raise ApiError(413, f"{field}: {count} documents is over this server's limit of {limit}; split the "
+                            "request", param=field, code="too_many_documents")
+
+
+def v2_result(result: dict[str, Any], *, warnings: list[str]) -> dict[str, Any]:
+    """The library's IONOS rerank result in Cohere's v2 shape (results keep their extension fields)."""
+    tokens = result["usage"]["prompt_tokens"]
+    meta: dict[str, Any] = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
+                            "tokens": {"input_tokens": tokens, "output_tokens": 0}}
+    if warnings:
+        meta["warnings"] = warnings
+    return {"id": result["id"], "results": result["results"], "meta": meta}
+
+
+def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> None:
+    """Register ``POST /v2/rerank`` on ``app``."""
+
+    @app.post("/v2/rerank", summary="score documents against a query (Cohere rerank v2)", openapi_extra=auth,
+              response_model=CohereV2RerankResponse, response_model_exclude_none=True,
+              responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
+    async def rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
+        served = state.model(body.model, RERANK)
+        check_document_count(len(body.documents), state.settings.max_documents)
+        prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
+                                       top_n=body.top_n, instruction=body.instruction,
+                                       return_documents=body.return_documents, raw_scores=body.raw_scores)
+        try:
+            result = await state.execute(served, prepared, request)
+        except _ClientGone:
+            return Response(status_code=499)
+        warnings = [f"{name} is not applied by vlrank: each query-document pair is truncated to the model's "
+                    "max_length" if name == "max_tokens_per_doc" else f"{name} is not applied by vlrank"
+                    for name in ("max_tokens_per_doc", "priority") if getattr(body, name) is not None]
+        return JSONResponse(v2_result(result, warnings=warnings))
