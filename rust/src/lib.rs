@@ -10,6 +10,7 @@ pub mod tokenize;
 pub mod prompt;
 pub mod rope;
 pub mod batch;
+pub mod video;
 
 #[cfg(feature = "python")]
 mod py;
