@@ -11,6 +11,7 @@ pub mod tokenize;
 pub mod prompt;
 pub mod rope;
 pub mod batch;
+pub mod video;
 
 #[cfg(feature = "python")]
 mod py;
