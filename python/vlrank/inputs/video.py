@@ -18,7 +18,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .errors import InvalidInputError, RuntimeUnavailableError
+from vlrank.errors import InvalidInputError, RuntimeUnavailableError
 
 __all__ = ["VideoDecodeError", "VideoInfo", "probe", "decode_frames", "decode_all"]
 
