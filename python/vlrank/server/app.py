@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from vlrank.errors import VlrankError
-from vlrank.inputs import FetchPolicy
+from vlrank.inputs import FetchPolicy, holds_images
 
 from .engines import EMBED, RERANK, Prepared, engine_class, is_warmup_refusal
 from .errors import ApiError, from_vlrank_error, install_handlers, internal_error
@@ -132,12 +132,13 @@ class ServerState:
         return served
 
     async def prepare(self, served: ServedModel, request: Request, **kwargs: Any) -> Prepared:
-        """Validate and cost a request. Small requests without remote URLs are parsed right here: that takes
+        """Validate and cost a request. Small text-only requests are parsed right here: that takes
         microseconds, while a hop to a worker thread costs a GIL hand-over (up to the 5 ms switch interval
         while the model thread runs Python code) - measured: it halved throughput at concurrency 32.
-        Requests that fetch http(s) images or carry large inline images go to a thread."""
+        Whether a request is text-only is read from its decoded fields (``holds_images``), never from the
+        raw body, so no spelling of a URL can bring a fetch or a decode onto the event loop."""
         try:
-            if _is_light(request):
+            if _is_light(request) and not holds_images(*kwargs.values()):
                 return served.engine.prepare(**kwargs)
             return await run_in_threadpool(lambda: served.engine.prepare(**kwargs))
         except VlrankError as exc:
@@ -187,14 +188,9 @@ _LIGHT_BODY_BYTES = 64 * 1024
 
 
 def _is_light(request: Request) -> bool:
+    """A body small enough to parse on the loop (a long document list still takes milliseconds)."""
     length = request.headers.get("content-length")
-    if length is None or not length.isdigit() or int(length) > _LIGHT_BODY_BYTES:
-        return False
-    body = getattr(request, "_body", None)  # read and cached by FastAPI before the endpoint runs
-    if not isinstance(body, bytes):
-        return False
-    lowered = body.lower()
-    return b"http://" not in lowered and b"https://" not in lowered
+    return length is not None and length.isdigit() and int(length) <= _LIGHT_BODY_BYTES
 
 
 class _ClientGone(Exception):
