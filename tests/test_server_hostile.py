@@ -153,3 +153,108 @@ def test_redirect_to_malformed_url_is_400_naming_the_field(private_live, origin,
         "documents": ["d"]})
     err = assert_error(r, 400, param="query.content[0].image_url.url", code="image_fetch_failed")
     assert "redirected to an invalid URL" in err["message"]
+
+
+# ---- an edited model directory ------------------------------------------------------------------------
+
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    """A hard-linked copy of an exported directory whose vlrank.json is ``edit(manifest)`` (a new file,
+    so the original export is untouched)."""
+    import os
+    import shutil
+
+    shutil.copytree(src, dst, copy_function=os.link)
+    path = dst / "vlrank.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.unlink()
+    path.write_text(json.dumps(manifest))
+    return dst
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(manifest: dict) -> None:
+        node = manifest
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return edit
+
+
+EDITS = {  # what is edited -> words the error must contain
+    "hidden": (_set("dims", "hidden_size", 64), ["dims.hidden_size", "decoder graph"]),
+    "deepstack": (_set("dims", "deepstack_layers", 3), ["dims.deepstack_layers"]),
+    "pad over vocab": (_set("special_tokens", "image_pad", 151936), ["special_tokens.image_pad", "vocabulary"]),
+    "yes id": (_set("special_tokens", "yes", 9694), ["special_tokens.yes", "tokenizer"]),
+    "negative id": (_set("special_tokens", "no", -1), ["special_tokens.no"]),
+    "vocab": (_set("dims", "vocab_size", 1000), ["vocab"]),
+    "output": (_set("decoder", "output", "logits"), ["decoder.output"]),
+    "escape": (_set("files", "tokenizer", "../../../../etc/passwd"), ["files.tokenizer", "outside the model directory"]),
+    "absolute": (_set("files", "tokenizer", "/etc/passwd"), ["files.tokenizer", "outside the model directory"]),
+    "patch": (_set("image", "patch_size", 14), ["pixel_values", "image.patch_size"]),
+}
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_edited_model_directory_is_refused_at_load(exported_models, tmp_path, what):
+    from vlrank import Reranker
+    from vlrank.errors import ModelDirectoryError
+
+    edit, words = EDITS[what]
+    model_dir = edited_copy(exported_models[VL_RERANK], tmp_path / "m", edit)
+    with pytest.raises(ModelDirectoryError) as info:
+        Reranker(str(model_dir)).tower()  # the vision graph is checked when it loads
+    message = str(info.value)
+    assert info.value.field == "model"
+    assert "re-export" in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_symlink_out_of_the_model_directory_is_refused(exported_models, tmp_path):
+    from vlrank import Reranker
+    from vlrank.errors import ModelDirectoryError
+
+    model_dir = edited_copy(exported_models[TEXT_RERANK], tmp_path / "m", lambda m: None)
+    (model_dir / "tokenizer.json").unlink()
+    (model_dir / "tokenizer.json").symlink_to("/etc/passwd")
+    with pytest.raises(ModelDirectoryError, match="files.tokenizer.*outside the model directory.*re-export"):
+        Reranker(str(model_dir))
+
+
+def test_health_shows_names_and_states_only(exported_models, tmp_path, caplog):
+    from vlrank.inputs import FetchPolicy
+    from vlrank.server import ServerSettings, create_app, spec_from_path
+
+    bad = edited_copy(exported_models[VL_RERANK], tmp_path / "bad", _set("dims", "hidden_size", 64))
+    policy = FetchPolicy(allow_local_files=False)
+    specs = {"good": spec_from_path("good", exported_models[TEXT_RERANK], policy=policy),
+             "bad": spec_from_path("bad", bad, policy=policy)}
+    app = create_app(specs, settings=ServerSettings())
+    with LiveServer(app, wait_ready=False) as server:
+        deadline = time.monotonic() + 120
+        while (health := httpx.get(server.url + "/health")).json()["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert health.status_code == 503 and health.headers["retry-after"] == "1"
+        assert health.json() == {"status": "failed", "models": {"bad": "failed", "good": "ok"}}
+        assert str(tmp_path) not in health.text and "re-export" not in health.text
+        r = httpx.post(server.url + "/v1/rerank", json={"model": "good", "query": "q", "documents": ["d"]})
+        assert_error(r, 503, code="model_load_failed")
+        assert str(tmp_path) not in r.text
+        # /docs loads its scripts from a CDN: off by default; the schema is still served
+        assert httpx.get(server.url + "/docs").status_code == 404
+        assert httpx.get(server.url + "/openapi.json").status_code == 200
+    assert "dims.hidden_size" in caplog.text  # the reason is in the server log
+
+
+def test_docs_on_request(exported_models):
+    from vlrank.server import ServerSettings, create_app
+
+    app = create_app(make_facades({TEXT_RERANK: exported_models[TEXT_RERANK]}),
+                     settings=ServerSettings(docs=True, warmup=False))
+    with LiveServer(app) as server:
+        docs = httpx.get(server.url + "/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()

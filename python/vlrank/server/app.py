@@ -47,12 +47,15 @@ class ServerState:
         self.specs = dict(specs)
         self.models: dict[str, ServedModel] = {}
         self.status = LOADING
-        self.failure: str | None = None
+        # Per model: loading / ok / failed / shutting_down. /health shows these and the names only: load
+        # errors carry paths and ONNX Runtime text, which go to the server log, never to a client.
+        self.model_states: dict[str, str] = {name: LOADING for name in self.specs}
         self.policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def load_all(self) -> None:
         """Load (in threads) and warm up every model; READY when all are, FAILED on the first error."""
+        name = ""
         try:
             for name, spec in self.specs.items():
                 model = spec
@@ -63,14 +66,15 @@ class ServerState:
                 self.models[name] = served
                 if self.settings.warmup:
                     await self._warm_up(served)
+                self.model_states[name] = READY
                 log.info("model %r ready (%s)", name, served.kind)
             if self.status == LOADING:
                 self.status = READY
                 self.metrics.ready.set(1)
-        except Exception as exc:  # noqa: BLE001 - reported by /health and the log, not raised into uvicorn
-            log.exception("loading the models failed")
+        except Exception:  # noqa: BLE001 - reported by /health (state only) and the log, not raised into uvicorn
+            log.exception("loading model %r failed", name)
             self.status = FAILED
-            self.failure = f"{type(exc).__name__}: {exc}"
+            self.model_states[name] = FAILED
 
     def _serve(self, name: str, model: Any) -> ServedModel:
         engine = engine_class(model)(name, model, policy=self.policy, max_documents=self.settings.max_documents)
@@ -100,6 +104,8 @@ class ServerState:
 
     async def drain(self) -> None:
         self.status = STOPPING
+        self.model_states = {name: STOPPING if state == READY else state
+                             for name, state in self.model_states.items()}
         self.metrics.ready.set(0)
         for served in self.models.values():
             served.scheduler.close()
@@ -233,6 +239,10 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
         version=__version__,
         description="Rerank and embed text and images with Qwen3 retrieval models (IONOS / OpenAI-compatible).",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: off unless asked for (--docs); the schema
+        # itself (/openapi.json) is always served.
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
     )
     app.state.vlrank = state
     install_handlers(app)
@@ -249,9 +259,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     @app.get("/health", summary="readiness: 200 once every model is loaded and warmed, else 503",
              responses={503: {"description": "loading, failed, or shutting down"}})
     async def health() -> JSONResponse:
-        body: dict[str, Any] = {"status": state.status, "models": sorted(state.models)}
-        if state.failure:
-            body["error"] = state.failure
+        body: dict[str, Any] = {"status": state.status, "models": dict(sorted(state.model_states.items()))}
         if state.status == READY:
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers=state.retry_headers())

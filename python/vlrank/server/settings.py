@@ -28,6 +28,8 @@ class ServerSettings:
     max_batch_requests: int = 64
     retry_after_s: int = 1
     warmup: bool = True
+    #: serve Swagger UI at /docs (its scripts come from a CDN, so it is blank on an offline host)
+    docs: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
