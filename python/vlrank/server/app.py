@@ -3,8 +3,13 @@
 ``create_app(models, settings=...)`` takes facade objects (``vlrank.Reranker`` / ``vlrank.Embedder``)
 or ``ModelSpec`` loaders keyed by the id clients use in ``"model"``. The server listens at once; models
 load and warm up in the background and /health answers 503 until all are ready (load balancers then
-only route to warm replicas). On shutdown uvicorn stops accepting connections and waits for in-flight
-requests; the lifespan then closes every scheduler and lets it drain what was queued.
+only route to warm replicas).
+
+Shutdown: uvicorn stops accepting connections and tells every open one (``protocol.py`` then calls
+``begin_drain``); /health answers 503 ``shutting_down`` and queued requests keep running for up to
+``drain_timeout_s``. At that deadline every request still waiting or running is answered with the JSON 503
+``shutting_down`` and ``Retry-After`` (clients retry on another replica), and no further model batch
+starts. Never a plain-text 500: uvicorn's own cancellation, later, finds nothing left to cancel.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class ServerState:
         # errors carry paths and ONNX Runtime text, which go to the server log, never to a client.
         self.model_states: dict[str, str] = {name: LOADING for name in self.specs}
         self.policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
+        self.drain_deadline: float | None = None  # monotonic time; set when shutdown begins
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_deadline is not None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def load_all(self) -> None:
@@ -102,15 +113,46 @@ class ServerState:
                 if not is_warmup_refusal(exc):
                     raise
 
-    async def drain(self) -> None:
-        self.status = STOPPING
-        self.model_states = {name: STOPPING if state == READY else state
-                             for name, state in self.model_states.items()}
+    def begin_drain(self) -> None:
+        """Shutdown has begun (idempotent; call on the event loop): /health turns 503, queued work gets
+        ``drain_timeout_s`` to finish, then ``expire_drain`` answers the rest."""
+        if self.drain_deadline is not None:
+            return
         self.metrics.ready.set(0)
+        self.drain_deadline = time.monotonic() + self.settings.drain_timeout_s
+        log.info("shutting down: queued requests have %.3g s to finish", self.settings.drain_timeout_s)
+        self._drain_timer = asyncio.get_running_loop().call_later(self.settings.drain_timeout_s, self.expire_drain)
+
+    def expire_drain(self) -> None:
+        """The drain deadline passed: answer every waiting and running request with the JSON 503."""
+        self.status = STOPPING
+        limit = self.settings.drain_timeout_s
+        for served in self.models.values():
+            name = served.name
+            answered = served.scheduler.expire(lambda name=name: SchedulerClosedError(
+                f"model {name!r} is shutting down and the {limit:g} s drain deadline passed before this request "
+                "was answered"))
+            if answered:
+                log.warning("model %r: %d request(s) answered 503 at the drain deadline", name, answered)
+
+    async def drain(self) -> None:
+        """The lifespan's end: close every scheduler and wait for it until the drain deadline."""
+        self.begin_drain()
         for served in self.models.values():
             served.scheduler.close()
         for served in self.models.values():
-            await asyncio.to_thread(served.scheduler.join)
+            left = max(0.0, (self.drain_deadline or 0.0) - time.monotonic())
+            if not await asyncio.to_thread(served.scheduler.join, left):
+                self.expire_drain()  # the model thread is a daemon: a batch still running ends with the process
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self.status = STOPPING
+        self.model_states = {name: STOPPING if state == READY else state
+                             for name, state in self.model_states.items()}
+
+    def shutting_down(self) -> ApiError:
+        return ApiError(503, "the server is shutting down; retry on another replica", code="shutting_down",
+                        headers=self.retry_headers())
 
     # ---- request helpers -------------------------------------------------------------------------
     def retry_headers(self) -> dict[str, str]:
@@ -174,6 +216,9 @@ class ServerState:
             raise _ClientGone()
         exc = job.future.exception()
         if exc is not None:
+            if isinstance(exc, SchedulerClosedError):  # answered at the drain deadline
+                raise ApiError(503, f"{exc}; retry on another replica", code="shutting_down",
+                               headers=self.retry_headers()) from exc
             if isinstance(exc, VlrankError):
                 raise from_vlrank_error(exc) from exc
             raise internal_error(exc) from exc
@@ -248,7 +293,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     install_handlers(app)
     # add_middleware wraps: the last added runs first. Order of a request: metrics (sees every answer),
     # auth (401 before any body is read), body cap (413), then routing.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s)
 
     # Auth is checked in a pure ASGI middleware (before the body is parsed, so an unauthenticated client
     # learns nothing about validation); FastAPI dependencies would cost a thread hop per request.
@@ -259,8 +305,10 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     @app.get("/health", summary="readiness: 200 once every model is loaded and warmed, else 503",
              responses={503: {"description": "loading, failed, or shutting down"}})
     async def health() -> JSONResponse:
-        body: dict[str, Any] = {"status": state.status, "models": dict(sorted(state.model_states.items()))}
-        if state.status == READY:
+        status = STOPPING if state.draining else state.status
+        models = {name: STOPPING if state.draining and st == READY else st for name, st in state.model_states.items()}
+        body: dict[str, Any] = {"status": status, "models": dict(sorted(models.items()))}
+        if status == READY:
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers=state.retry_headers())
 
@@ -284,9 +332,12 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
             raise ApiError(413, f"documents: {count} documents is over this server's limit of "
                                 f"{settings.max_documents}; split the request", param="documents",
                            code="too_many_documents")
-        prepared = await state.prepare(served, request, query=body.query, documents=body.documents, top_n=body.top_n,
-                                       instruction=body.instruction, return_documents=body.return_documents)
-        return await _answer(state, served, prepared, request)
+        async def work() -> Response:
+            prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
+                                           top_n=body.top_n, instruction=body.instruction,
+                                           return_documents=body.return_documents)
+            return await _answer(state, served, prepared, request)
+        return await _unless_cancelled_in_shutdown(state, work())
 
     @app.post("/v1/embeddings", summary="embed texts and images (OpenAI / IONOS embeddings)",
               openapi_extra=auth,
@@ -297,10 +348,12 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
             raise ApiError(413, f"input: {len(body.input)} inputs is over this server's limit of "
                                 f"{settings.max_documents}; split the request", param="input",
                            code="too_many_inputs")
-        prepared = await state.prepare(served, request, input=body.input, messages=body.messages,
-                                       instruction=body.instruction, dimensions=body.dimensions,
-                                       encoding_format=body.encoding_format)
-        return await _answer(state, served, prepared, request)
+        async def work() -> Response:
+            prepared = await state.prepare(served, request, input=body.input, messages=body.messages,
+                                           instruction=body.instruction, dimensions=body.dimensions,
+                                           encoding_format=body.encoding_format)
+            return await _answer(state, served, prepared, request)
+        return await _unless_cancelled_in_shutdown(state, work())
 
     _ = ErrorResponse  # documented through ERROR_RESPONSES
     if settings.api_key is not None:
@@ -329,6 +382,17 @@ def _document_count(documents: Any) -> int:
         content = documents.get("content")
         return len(content) if isinstance(content, list) else 1
     return len(documents)
+
+
+async def _unless_cancelled_in_shutdown(state: ServerState, work: Any) -> Response:
+    """Run a route's work; if the server cancels it while shutting down (uvicorn's graceful-shutdown
+    timeout, after the drain deadline), answer the JSON 503 instead of letting uvicorn send a plain 500."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not state.draining:
+            raise
+        return state.shutting_down().response()
 
 
 async def _answer(state: ServerState, served: ServedModel, prepared: Prepared, request: Request) -> Response:
