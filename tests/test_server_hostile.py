@@ -258,3 +258,169 @@ def test_docs_on_request(exported_models):
     with LiveServer(app) as server:
         docs = httpx.get(server.url + "/docs")
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# ---- half-open connections ----------------------------------------------------------------------------
+
+HEAD_S = 1.0  # the header / body deadlines of the `quick` server
+
+
+@pytest.fixture(scope="module")
+def quick(exported_models) -> Iterator[LiveServer]:
+    """A server with 1 s request-head and body deadlines (the defaults are 10 s and 60 s)."""
+    from vlrank.server import ServerSettings, create_app
+
+    app = create_app(make_facades({TEXT_RERANK: exported_models[TEXT_RERANK]}),
+                     settings=ServerSettings(header_timeout_s=HEAD_S, body_timeout_s=HEAD_S, warmup=False))
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
+
+
+def _until_closed(sock, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    import socket
+
+    t0 = time.monotonic()
+    sock.settimeout(limit)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        pytest.fail(f"the server kept the connection open for {limit} s; it sent {data[:200]!r}")
+    return data, time.monotonic() - t0
+
+
+def _connect(server: LiveServer):
+    import socket
+
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _json_answer(raw: bytes, status: int) -> dict:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), raw[:200]
+    assert b"content-type: application/json" in head.lower()
+    return json.loads(body)["error"]
+
+
+def test_partial_head_then_stall_is_closed(quick):
+    with _connect(quick) as sock:
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        raw, took = _until_closed(sock, 10 * HEAD_S)
+    assert HEAD_S * 0.8 <= took < HEAD_S + 2.0, took
+    err = _json_answer(raw, 408)
+    assert err["code"] == "request_timeout" and "request head" in err["message"]
+    assert httpx.get(quick.url + "/health").status_code == 200
+
+
+def test_trickled_head_does_not_extend_the_deadline(quick):
+    with _connect(quick) as sock:
+        head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        t0 = time.monotonic()
+        closed = False
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)  # 20 bytes a second: the whole head would take 6 s
+            if time.monotonic() - t0 > HEAD_S + 0.5:
+                break
+        raw, _ = (b"", 0.0) if closed else _until_closed(sock, 10 * HEAD_S)
+    assert time.monotonic() - t0 < HEAD_S + 3.0
+    assert closed or _json_answer(raw, 408)["code"] == "request_timeout"
+
+
+def test_idle_connection_is_closed(quick):
+    with _connect(quick) as sock:
+        raw, took = _until_closed(sock, 10 * HEAD_S)
+    assert raw == b"" and took < HEAD_S + 2.0, (raw, took)
+
+
+def test_stall_after_a_keep_alive_response_is_closed(quick):
+    with _connect(quick) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b'"status"' not in first:
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHo")  # the next head, never finished
+        raw, took = _until_closed(sock, 10 * HEAD_S)
+    assert took < HEAD_S + 2.0, took
+    assert _json_answer(raw, 408)["code"] == "request_timeout"
+
+
+def test_endless_head_is_refused(quick):
+    with _connect(quick) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(40):  # 200 KiB of header lines, over the 64 KiB cap
+                sock.sendall(b"X-Pad: " + b"a" * 5000 + b"\r\n")
+        except OSError:
+            pass  # closed mid-send: the answer may already be in the receive buffer
+        raw, took = _until_closed(sock, 10 * HEAD_S)
+    assert took < HEAD_S + 2.0
+    assert raw.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), raw[:200]  # httptools: 431 here; h11: its own 400
+
+
+def test_stalled_body_gets_408(quick):
+    with _connect(quick) as sock:
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 200\r\n\r\n{\"model\": \"text-rerank\", ")
+        raw, took = _until_closed(sock, 10 * HEAD_S)
+    assert HEAD_S * 0.8 <= took < HEAD_S + 2.0, took
+    err = _json_answer(raw, 408)
+    assert "body did not arrive" in err["message"]
+    assert httpx.get(quick.url + "/health").status_code == 200
+
+
+def test_a_long_request_is_not_cut_by_the_head_deadline(quick):
+    docs = [("word%d " % i) * 60 for i in range(12)]
+    r = httpx.post(quick.url + "/v1/rerank", timeout=120,
+                   json={"model": TEXT_RERANK, "query": "q", "documents": docs})
+    assert r.status_code == 200 and len(r.json()["results"]) == 12
+
+
+# ---- bodies the JSON decoder cannot take; integral numbers ---------------------------------------------
+
+BAD_BODIES = {  # body -> words the message must contain
+    "nested": (b'{"model": "text-rerank", "query": "q", "documents": ' + b"[" * 10000 + b"]" * 10000 + b"}",
+               ["too deeply"]),
+    "deep object": (b'{"model": "text-rerank", "query": ' + b'{"a": ' * 10000 + b"1" + b"}" * 10000
+                    + b', "documents": ["d"]}', ["too deeply"]),
+    "digits": (b'{"model": "text-rerank", "query": "q", "documents": ["d"], "top_n": ' + b"9" * 5000 + b"}",
+               ["number too long", "5000 digits"]),
+    "utf-8": (b'{"model": "text-rerank", "query": "q\xff\xfe", "documents": ["d"]}', ["not valid UTF-8", "offset"]),
+    "truncated": (b'{"model": "text-rerank", "query": "q", "documents": ["d"', ["not valid JSON", "at byte"]),
+    "empty": (b"", ["empty"]),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BAD_BODIES))
+def test_body_parse_errors_name_what_was_wrong(quick, what):
+    body, words = BAD_BODIES[what]
+    r = httpx.post(quick.url + "/v1/rerank", content=body, headers={"Content-Type": "application/json"})
+    err = assert_error(r, 400, param="body", code="invalid_json")
+    assert "send" in err["message"]
+    for word in words:
+        assert word in err["message"], (word, err)
+
+
+def test_integral_floats_are_integers_as_the_schema_says(quick, library):
+    docs = [f"d{i}" for i in range(5)]
+    r = httpx.post(quick.url + "/v1/rerank", json={"model": TEXT_RERANK, "query": "q", "documents": docs,
+                                                   "top_n": 2.0})
+    assert r.status_code == 200, r.text
+    assert without_id(r.json()) == without_id({**library[TEXT_RERANK].rerank("q", docs, top_n=2),
+                                               "model": TEXT_RERANK})
+    for bad in (1.5, True, "2", 0.0):
+        r = httpx.post(quick.url + "/v1/rerank", json={"model": TEXT_RERANK, "query": "q", "documents": docs,
+                                                       "top_n": bad})
+        assert_error(r, 400, param="top_n", code="invalid_value")
+    spec = httpx.get(quick.url + "/openapi.json").json()["components"]["schemas"]
+    for model, field in (("RerankRequest", "top_n"), ("EmbeddingRequest", "dimensions")):
+        branch = spec[model]["properties"][field]["anyOf"][0]
+        assert branch == {"type": "integer", "minimum": 1}, branch  # JSON Schema: 2.0 is an integer
