@@ -424,3 +424,76 @@ def test_integral_floats_are_integers_as_the_schema_says(quick, library):
     for model, field in (("RerankRequest", "top_n"), ("EmbeddingRequest", "dimensions")):
         branch = spec[model]["properties"][field]["anyOf"][0]
         assert branch == {"type": "integer", "minimum": 1}, branch  # JSON Schema: 2.0 is an integer
+
+
+# ---- SIGTERM while a long job runs and tiny requests wait behind it ---------------------------------
+
+def test_sigterm_answers_queued_requests_with_json_503(exported_models):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    drain_s = 1.0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlrank.cli", "serve", "--model", f"rr={exported_models[TEXT_RERANK]}",
+         "--port", "0", "--drain-timeout", str(drain_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    answers: dict[str, httpx.Response] = {}
+    threads: list[threading.Thread] = []
+    try:
+        url = None
+        lines = []
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
+                url = m.group(1)
+        assert url, "".join(lines)
+        while httpx.get(url + "/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        def post(key: str, body: dict) -> None:
+            answers[key] = httpx.post(url + "/v1/rerank", json=body, timeout=120)
+
+        # A job of many seconds (its estimated cost is over the batch budget, so it runs alone) ...
+        long_job = {"model": "rr", "query": "q", "documents": [("word%d " % i) * 400 for i in range(60)]}
+        threads.append(threading.Thread(target=post, args=("long", long_job)))
+        threads[-1].start()
+        time.sleep(1.5)
+        # ... and tiny requests queued behind it
+        for i in range(6):
+            threads.append(threading.Thread(target=post, args=(f"tiny{i}", {"model": "rr", "query": "q",
+                                                                          "documents": [f"d{i}"]})))
+            threads[-1].start()
+        waited = time.monotonic() + 30
+        while 'vlrank_queue_depth{model="rr"} 6.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < waited, "the tiny requests did not queue up behind the long job"
+            time.sleep(0.05)
+        assert not answers, {k: v.text for k, v in answers.items()}  # all of them are still waiting
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        answered = time.monotonic() - t0
+        out, _ = proc.communicate(timeout=60)
+        exited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert sorted(answers) == ["long"] + [f"tiny{i}" for i in range(6)]
+    for key, r in answers.items():
+        err = assert_error(r, 503, code="shutting_down")
+        assert r.headers["retry-after"] == "1", key
+        assert "drain deadline" in err["message"], err
+    assert answered < drain_s + 3.0, answered  # at the deadline, not after the long job
+    assert exited < drain_s + 10.0, exited
+    # uvicorn re-raises the signal it caught once shutdown is complete (so a supervisor sees a SIGTERM exit)
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Finished server process" in out
+    assert "Traceback" not in out and "Internal Server Error" not in out, out
+    assert "answered 503 at the drain deadline" in out
