@@ -289,6 +289,8 @@ def _until_closed(sock, limit: float) -> tuple[bytes, float]:
             data += chunk
     except socket.timeout:
         pytest.fail(f"the server kept the connection open for {limit} s; it sent {data[:200]!r}")
+    except ConnectionResetError:  # closed with our unread bytes in its buffer: the kernel sends a reset
+        data += b"<reset>"
     return data, time.monotonic() - t0
 
 
@@ -363,7 +365,9 @@ def test_endless_head_is_refused(quick):
             pass  # closed mid-send: the answer may already be in the receive buffer
         raw, took = _until_closed(sock, 10 * HEAD_S)
     assert took < HEAD_S + 2.0
-    assert raw.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), raw[:200]  # httptools: 431 here; h11: its own 400
+    # httptools: the JSON 431 (a reset may overtake it, as we were still sending); h11: its own 400
+    assert raw.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ", b"<reset>")), raw[:200]
+    assert httpx.get(quick.url + "/health").status_code == 200
 
 
 def test_stalled_body_gets_408(quick):
