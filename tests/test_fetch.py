@@ -32,6 +32,11 @@ def data_url(raw: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(raw).decode()
 
 
+# Malformed URLs: each must fail typed (never a bare ValueError from urlsplit().port or http.client).
+BAD_URLS = ["http://127.0.0.1:99999/x.png", "http://127.0.0.1:abc/x.png", "http://127.0.0.1:-1/x.png",
+            "http://[::1/x", "https://h:65536/", "http://127.0.0.1:0/x.png", "http://127.0.0.1/a b.png"]
+
+
 class _QuietServer(ThreadingHTTPServer):
     """Clients that give up early (cap, timeout) are the point of these tests: no traceback for them."""
 
@@ -110,6 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect(f"file://{IMAGES / 'rgb_noise_70x50.png'}")
         elif path == "/loop":
             self._redirect("/loop")
+        elif path.startswith("/to-bad/"):  # a redirect to a malformed URL: /to-bad/<index into BAD_URLS>
+            self._redirect(BAD_URLS[int(path.rsplit("/", 1)[1])])
         elif path == "/html":
             self._send(200, b"<html>not an image</html>", "text/html")
         else:
@@ -219,6 +226,25 @@ def test_redirect_to_file_refused(server: str) -> None:
 
 def test_redirect_loop(server: str) -> None:
     _expect(ImageFetchError, "f", lambda: resolve_image(f"{server}/loop", field="f", policy=PRIVATE_OK), "redirected")
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_malformed_url_is_a_typed_error(url: str) -> None:
+    err = _expect(InvalidInputError, "doc.url", lambda: resolve_image(url, field="doc.url", policy=PRIVATE_OK),
+                  "invalid URL")
+    assert type(err) is InvalidInputError  # the caller's own URL: an input fault, not a fetch failure
+
+
+@pytest.mark.parametrize("index", range(len(BAD_URLS)))
+def test_redirect_to_malformed_url_is_a_typed_error(server: str, index: int) -> None:
+    _expect(ImageFetchError, "doc.url",
+            lambda: resolve_image(f"{server}/to-bad/{index}", field="doc.url", policy=PRIVATE_OK),
+            "redirected to an invalid URL")
+
+
+def test_malformed_file_url_is_a_typed_error() -> None:
+    _expect(InvalidInputError, "doc.url", lambda: resolve_image("file://[::1/x.png", field="doc.url", policy=FetchPolicy()),
+            "invalid file URL")
 
 
 def test_404(server: str) -> None:

@@ -17,7 +17,7 @@ EXAMPLES = """examples:
     -d '{"model": "reranker", "query": "capital of France?", "documents": ["Paris", "Berlin"], "top_n": 1}'
 
 routes: POST /v1/rerank, POST /v1/embeddings, GET /v1/models, GET /health (503 until warm),
-        GET /metrics (Prometheus), GET /openapi.json, GET /docs
+        GET /metrics (Prometheus), GET /openapi.json, GET /docs (with --docs)
 """
 
 
@@ -48,6 +48,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="estimated token budget of one cross-request model batch (default 16384)")
     parser.add_argument("--allow-private-urls", action="store_true",
                         help="let http(s) image URLs point at private / loopback addresses")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds a connection gets to send each request head (default 10; then 408 + close)")
+    parser.add_argument("--body-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds a request body may take to arrive after its head (default 60; then 408)")
+    parser.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="S",
+                        help="seconds an idle keep-alive connection stays open (default 5)")
+    parser.add_argument("--drain-timeout", type=float, default=20.0, metavar="S",
+                        help="on SIGTERM / Ctrl-C, seconds queued requests get to finish before they are "
+                             "answered 503 with Retry-After (default 20)")
+    parser.add_argument("--docs", action="store_true",
+                        help="serve Swagger UI at /docs (it loads its scripts from a CDN; /openapi.json is "
+                             "always served)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run)
 
@@ -74,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vlrank.inputs import FetchPolicy
-    from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path
+    from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path, uvicorn_options
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(
@@ -84,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_batch_tokens=args.max_batch_tokens,
         allow_private_urls=args.allow_private_urls,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_s=args.keep_alive_timeout,
+        drain_timeout_s=args.drain_timeout,
+        docs=args.docs,
     )
     policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
     # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
@@ -94,5 +111,5 @@ def run(args: argparse.Namespace) -> int:
     # This process only serves: a shorter GIL switch interval lets the event loop take the GIL back from the
     # model thread's Python code quickly (default 5 ms per hand-over would cap small-request throughput).
     sys.setswitchinterval(0.0005)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(app, settings))
     return 0

@@ -84,12 +84,14 @@ class Manifest:
         return self.special.get("image_pad")
 
     def file(self, key: str) -> Path:
+        """The file ``files.<key>`` names, always inside the model directory (checked by read_manifest and
+        again here, after resolving symlinks, so a link planted later cannot lead out of it either)."""
         try:
             rel = self.files[key]
         except KeyError:
             raise ModelDirectoryError(f"{self.root}/{MANIFEST} lists no '{key}' file; re-export the model",
                                       field="model") from None
-        path = self.root / rel
+        path = _confined(self.root, key, rel)
         if not path.is_file():
             raise ModelDirectoryError(f"{path} is missing; re-export the model (vlrank export SRC {self.root})",
                                       field="model")
@@ -118,9 +120,57 @@ def read_manifest(model_dir: str | Path) -> Manifest:
         )
     try:
         return _parse(root, data)
+    except ModelDirectoryError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirectoryError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-export the model",
                                   field="model") from exc
+
+
+def _confined(root: Path, key: str, rel: str) -> Path:
+    """``root / rel`` when it stays inside ``root`` (relative, no ``..``, no symlink out); else the error."""
+    candidate = Path(rel)
+    inside = not candidate.is_absolute() and ".." not in candidate.parts and rel.strip() != ""
+    if inside:
+        try:
+            inside = (root / candidate).resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+    if not inside:
+        raise ModelDirectoryError(
+            f"{root}/{MANIFEST}: files.{key} = {rel!r} points outside the model directory; every file must be a "
+            "relative path inside it; re-export the model",
+            field="model",
+        )
+    return root / candidate
+
+
+def _check_consistent(m: Manifest) -> None:
+    """What the manifest says about itself: positive dims, token ids inside the vocabulary, the ids a
+    task needs present, a sane pixel budget. Raises ValueError (reported as a malformed manifest)."""
+    for name, value in vars(m.dims).items():
+        if value < (0 if name == "deepstack_layers" else 1):
+            raise ValueError(f"dims.{name} = {value} is not a positive size")
+    for name, value in m.special.items():
+        if not 0 <= value < m.dims.vocab_size:
+            raise ValueError(f"special_tokens.{name} = {value} is outside the vocabulary "
+                             f"(0..{m.dims.vocab_size - 1}, dims.vocab_size)")
+    needed = {"endoftext", "im_start", "im_end"} | ({"yes", "no"} if m.task == "rerank" else set())
+    if m.family == "qwen3_vl":
+        needed |= {"vision_start", "vision_end", "image_pad"}
+    missing = sorted(needed - set(m.special))
+    if missing:
+        raise ValueError(f"special_tokens lacks {missing}")
+    if not 1 <= m.max_length <= m.context_length:
+        raise ValueError(f"max_length = {m.max_length} is not within 1..context_length ({m.context_length})")
+    for key in ("tokenizer", "decoder") + (("vision",) if m.family == "qwen3_vl" else ()):
+        if key not in m.files:
+            raise ValueError(f"files lacks '{key}'")
+    if m.image is not None:
+        im = m.image
+        if min(im.patch_size, im.spatial_merge_size, im.temporal_patch_size, im.min_pixels) < 1 \
+                or im.min_pixels > im.max_pixels:
+            raise ValueError(f"image = {vars(im)} is not a valid geometry / pixel budget")
 
 
 def _parse(root: Path, data: dict[str, Any]) -> Manifest:
@@ -131,7 +181,9 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
     image = data.get("image")
     prompt = data.get("prompt") or PROMPT_DEFAULTS.get((family, task), {"system": None, "instruction": ""})
     files = {str(k): str(v) for k, v in data["files"].items()}
-    return Manifest(
+    for key, rel in files.items():
+        _confined(root, key, rel)
+    manifest = Manifest(
         root=root,
         name=str(data["name"]),
         family=family,
@@ -164,9 +216,94 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
         source_path=str((data.get("source") or {}).get("path", "")),
         source_hash=str((data.get("source") or {}).get("hash", "")),
     )
+    _check_consistent(manifest)
+    return manifest
+
+
+def _token_string(name: str) -> str:
+    return name if name in ("yes", "no") else f"<|{name}|>"
+
+
+def check_tokenizer(manifest: Manifest, tokenizer: Any) -> None:
+    """The tokenizer file agrees with the manifest: every special id is the tokenizer's id of that token,
+    and the tokenizer's ids fit the decoder's embedding table (dims.vocab_size)."""
+    problems = []
+    if tokenizer.vocab_size > manifest.dims.vocab_size:
+        problems.append(f"the tokenizer has {tokenizer.vocab_size} tokens, more than dims.vocab_size = "
+                        f"{manifest.dims.vocab_size}")
+    for name, value in sorted(manifest.special.items()):
+        actual = tokenizer.token_to_id(_token_string(name))
+        if actual != value:
+            problems.append(f"special_tokens.{name} = {value} but the tokenizer's id of "
+                            f"{_token_string(name)!r} is {actual}")
+    _report(manifest, "tokenizer", problems)
+
+
+def check_graph(manifest: Manifest, session: Any, *, graph: str) -> None:
+    """The ``graph`` ("decoder" | "vision") session's own inputs and outputs agree with the manifest
+    (names, hidden size, deepstack layers, patch size); only fixed graph dims are compared. A directory
+    whose files were edited or mixed fails here, at load, instead of inside ONNX Runtime at call time."""
+    ins = {i.name: list(i.shape) for i in session.get_inputs()}
+    outs = {o.name: list(o.shape) for o in session.get_outputs()}
+    d = manifest.dims
+    want: list[tuple[str, dict[str, list[Any]], str, int, Any, str]] = []  # (kind, table, name, axis, value, what)
+    problems = []
+    if graph == "decoder":
+        vl = manifest.family == "qwen3_vl"
+        names = ["input_ids", "attention_mask", "position_ids"] + (["image_embeds", "deepstack_embeds"] if vl else [])
+        missing = [n for n in names if n not in ins]
+        if missing:
+            problems.append(f"the decoder graph lacks the inputs {missing} (it has {sorted(ins)})")
+        if manifest.decoder_output not in outs:
+            problems.append(f"decoder.output = {manifest.decoder_output!r} is not an output of the decoder graph "
+                            f"(it has {sorted(outs)})")
+        want += [("input", ins, "position_ids", -1, 3 if vl else 2, "rank")]
+        if vl:
+            want += [("input", ins, "image_embeds", -1, d.hidden_size, "dims.hidden_size"),
+                     ("input", ins, "deepstack_embeds", 0, d.deepstack_layers, "dims.deepstack_layers"),
+                     ("input", ins, "deepstack_embeds", -1, d.hidden_size, "dims.hidden_size")]
+        if manifest.task == "embed":
+            want.append(("output", outs, manifest.decoder_output, -1, d.hidden_size, "dims.hidden_size"))
+        elif not vl:
+            want.append(("output", outs, manifest.decoder_output, -1, 2, "[no, yes] logits"))
+    elif graph == "vision":
+        want += [("output", outs, "image_embeds", -1, d.hidden_size, "dims.hidden_size"),
+                 ("output", outs, "deepstack_embeds", 0, d.deepstack_layers, "dims.deepstack_layers")]
+        if manifest.image is not None:
+            im = manifest.image
+            want.append(("input", ins, "pixel_values", -1, 3 * im.temporal_patch_size * im.patch_size ** 2,
+                         "3 x image.temporal_patch_size x image.patch_size^2"))
+        for name in ("pixel_values", "image_embeds", "deepstack_embeds"):
+            if name not in ins and name not in outs:
+                problems.append(f"the vision graph has no {name!r}")
+    for kind, table, name, axis, value, what in want:
+        shape = table.get(name)
+        if shape is None:
+            continue  # reported above as a missing input / output
+        if what == "rank":
+            if len(shape) != value:
+                problems.append(f"the decoder's position_ids has rank {len(shape)}, the {manifest.family} family "
+                                f"takes rank {value}")
+            continue
+        got = shape[axis] if shape else None
+        if isinstance(got, int) and got != value:
+            problems.append(f"the {graph} graph's {kind} {name} has size {got} on axis {axis}, the manifest says "
+                            f"{value} ({what})")
+    _report(manifest, f"{graph} graph", problems)
+
+
+def _report(manifest: Manifest, what: str, problems: list[str]) -> None:
+    if problems:
+        raise ModelDirectoryError(
+            f"{manifest.root}: {MANIFEST} does not match its {what}: " + "; ".join(problems)
+            + f"; re-export the model (vlrank export SRC {manifest.root})",
+            field="model",
+        )
 
 
 __all__ = [
+    "check_graph",
+    "check_tokenizer",
     "MANIFEST",
     "Dims",
     "Prompt",

@@ -15,7 +15,7 @@ import numpy as np
 
 from vlrank import _native
 from vlrank.engine.export_cache import resolve_model_dir
-from vlrank.engine.manifest import read_manifest
+from vlrank.engine.manifest import check_graph, check_tokenizer, read_manifest
 from vlrank.engine.sessions import check_ort_options, create_session
 from vlrank.engine.tokenizers import load_tokenizer
 from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError, VlrankError
@@ -61,8 +61,10 @@ class ModelRunner:
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.tokenizer = load_tokenizer(self.manifest.file("tokenizer"))
+        check_tokenizer(self.manifest, self.tokenizer)
         self.session = create_session(self.manifest.file("decoder"), providers=providers,
                                       ort_options=self.ort_options)
+        check_graph(self.manifest, self.session, graph="decoder")
         self.output = self.manifest.decoder_output
         self.family = self.manifest.family
         self.pad_id = self.manifest.pad_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 from vlrank.inputs.parse import (
     DEFAULT_MAX_DOCUMENTS,
     ParsedInput,
+    holds_images,
     parse_documents,
     parse_embedding_input,
     parse_query,
@@ -22,6 +23,7 @@ __all__ = [
     "FetchPolicy",
     "ImageSource",
     "ParsedInput",
+    "holds_images",
     "parse_documents",
     "parse_embedding_input",
     "parse_query",

@@ -11,7 +11,7 @@ import ssl
 import time
 import urllib.parse
 
-from vlrank.errors import ImageFetchError, ImageTooLargeError
+from vlrank.errors import ImageFetchError, ImageTooLargeError, InvalidInputError
 from vlrank.inputs.policy import FetchPolicy, resolve_checked
 
 _MAX_REDIRECTS = 5
@@ -41,12 +41,51 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
+def split_http_url(url: str, *, field: str, redirected_from: str | None = None) -> tuple[urllib.parse.SplitResult, int]:
+    """Split an http(s) URL and return it with its port; every malformation is a typed error naming ``field``.
+
+    ``urlsplit`` raises a bare ``ValueError`` for a broken IPv6 literal and ``SplitResult.port`` for a
+    port that is not a number in 1..65535; ``http.client`` refuses control characters in the target the
+    same way. All of them are caught here, so a URL (or a redirect ``Location``) can only fail typed:
+    ``InvalidInputError`` for the caller's own URL, ``ImageFetchError`` for a bad redirect target.
+    """
+    def bad(why: str) -> InvalidInputError:
+        if redirected_from is not None:
+            return ImageFetchError(
+                f"{field}: {redirected_from!r} redirected to an invalid URL {url!r} ({why}); pass a URL whose "
+                "redirects lead to an http(s) image",
+                field=field,
+            )
+        return InvalidInputError(
+            f"{field}: invalid URL {url!r} ({why}); pass http(s)://host[:port]/path with a port in 1..65535",
+            field=field,
+        )
+
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise bad("it contains whitespace or control characters; percent-encode them")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        explicit_port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        raise bad(str(exc)) from exc
+    if parts.scheme not in ("http", "https") or not host:
+        if redirected_from is not None:
+            raise ImageFetchError(
+                f"{field}: {redirected_from!r} redirected to {url!r}; only http(s) URLs with a host are fetched",
+                field=field,
+            )
+        raise bad("only http(s) URLs with a host are fetched")
+    if explicit_port == 0:
+        raise bad("port 0 is not a port")
+    return parts, explicit_port or (443 if parts.scheme == "https" else 80)
+
+
 def _connect(
-    parts: urllib.parse.SplitResult, addrs: list[str], *, remaining: float, field: str, url: str
+    parts: urllib.parse.SplitResult, port: int, addrs: list[str], *, remaining: float, field: str, url: str
 ) -> http.client.HTTPConnection:
     """Connect to the first reachable checked address (never re-resolving the host name)."""
     host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     last: Exception | None = None
     for ip in addrs:
         if parts.scheme == "https":
@@ -68,17 +107,11 @@ def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
     """GET an http(s) URL under ``policy``: checked addresses, re-checked redirects, total timeout, byte cap."""
     deadline = time.monotonic() + policy.timeout_s
     current = url
+    previous: str | None = None
     for _hop in range(_MAX_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(current)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageFetchError(
-                f"{field}: {'redirected to' if current != url else 'bad URL'} {current!r}; only http(s) URLs with a "
-                "host are fetched",
-                field=field,
-            )
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        parts, port = split_http_url(current, field=field, redirected_from=previous)
         addrs = resolve_checked(parts.hostname, port, field=field, policy=policy)
-        conn = _connect(parts, addrs, remaining=_remaining(deadline, field, url), field=field, url=url)
+        conn = _connect(parts, port, addrs, remaining=_remaining(deadline, field, url), field=field, url=url)
         try:
             target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             try:
@@ -90,13 +123,21 @@ def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
                     "timeout_s",
                     field=field,
                 ) from exc
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: http.client.InvalidURL
                 raise ImageFetchError(f"{field}: fetching {url!r} failed ({exc}); pass a reachable URL", field=field) from exc
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location")
                 if not location:
                     raise ImageFetchError(f"{field}: {url!r} redirected without a Location", field=field)
-                current = urllib.parse.urljoin(current, location)
+                previous = current
+                try:
+                    current = urllib.parse.urljoin(current, location)
+                except ValueError as exc:  # a broken IPv6 literal in Location
+                    raise ImageFetchError(
+                        f"{field}: {url!r} redirected to an invalid URL {location!r} ({exc}); pass a URL whose "
+                        "redirects lead to an http(s) image",
+                        field=field,
+                    ) from exc
                 continue
             if resp.status != 200:
                 raise ImageFetchError(
@@ -146,4 +187,4 @@ def _read_capped(resp: http.client.HTTPResponse, conn: http.client.HTTPConnectio
             )
 
 
-__all__ = ["fetch_http"]
+__all__ = ["fetch_http", "split_http_url"]

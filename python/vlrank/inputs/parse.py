@@ -289,6 +289,33 @@ def _resolve(sides: list[_Side], *, policy: FetchPolicy) -> list[ParsedInput]:
     return out
 
 
+_IMAGE_KEYS = frozenset({"image", "image_url"})
+
+
+def holds_images(*values: Any) -> bool:
+    """True when any of ``values`` (request fields as decoded from JSON, or library arguments) holds
+    something ``_resolve`` would treat as an image: a mapping with an ``image`` / ``image_url`` key or
+    ``type``, or an image object. The walk is over the *decoded* values, so a URL written with JSON escapes
+    is seen as the URL it is, and an image part counts whatever its URL looks like. Iterative: any nesting
+    depth is fine. A server uses it to keep every request that may fetch or decode an image off its
+    event loop."""
+    stack: list[Any] = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str | int | float | bool) or value is None:
+            continue
+        if isinstance(value, Mapping):
+            kind = value.get("type")
+            if _IMAGE_KEYS & set(value) or (isinstance(kind, str) and kind in _IMAGE_KEYS):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        else:  # ParsedInput, bytes, arrays, PIL images, paths: not plain JSON text
+            return True
+    return False
+
+
 def _check_policy(policy: Any) -> FetchPolicy:
     if policy is None:
         return FetchPolicy()
@@ -436,4 +463,5 @@ __all__ = [
     "parse_query",
     "parse_documents",
     "parse_embedding_input",
+    "holds_images",
 ]

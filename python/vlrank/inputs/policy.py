@@ -60,7 +60,7 @@ def resolve_checked(host: str, port: int, *, field: str, policy: FetchPolicy) ->
     """Resolve ``host`` and return its addresses, refusing if any is private (unless allowed)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # ValueError: e.g. an embedded NUL
         raise ImageFetchError(f"{field}: cannot resolve host {host!r} ({exc}); pass a reachable URL", field=field) from exc
     addrs: list[str] = []
     for info in infos:

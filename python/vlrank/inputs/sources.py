@@ -228,7 +228,10 @@ def read_local_file(path: str | Path, *, field: str, policy: FetchPolicy) -> Ima
 
 
 def _file_url_path(url: str, *, field: str) -> str:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # a broken IPv6 literal in the host part
+        raise InvalidInputError(f"{field}: invalid file URL {url!r} ({exc}); pass file:///absolute/path", field=field) from exc
     if parts.netloc not in ("", "localhost"):
         raise InvalidInputError(
             f"{field}: file URL names host {parts.netloc!r}; pass file:///absolute/path (no host)", field=field

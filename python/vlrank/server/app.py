@@ -1,216 +1,42 @@
-"""The FastAPI application: routes, auth, limits, metrics, and the model lifecycle.
+"""The FastAPI application: routes, auth, limits and metrics over the shared ``ServerState``.
 
 ``create_app(models, settings=...)`` takes facade objects (``vlrank.Reranker`` / ``vlrank.Embedder``)
 or ``ModelSpec`` loaders keyed by the id clients use in ``"model"``. The server listens at once; models
 load and warm up in the background and /health answers 503 until all are ready (load balancers then
-only route to warm replicas). On shutdown uvicorn stops accepting connections and waits for in-flight
-requests; the lifespan then closes every scheduler and lets it drain what was queued.
+only route to warm replicas). The IONOS/OpenAI routes live here; Cohere v2 and vLLM's /score in their own
+modules over the same state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from vlrank.errors import VlrankError
-from vlrank.inputs import FetchPolicy
-
-from .engines import EMBED, RERANK, Prepared, engine_class, is_warmup_refusal
-from .errors import ApiError, from_vlrank_error, install_handlers, internal_error
-from .metrics import Metrics
+from . import api_docs, cohere, score
+from .engines import EMBED, RERANK
+from .errors import ApiError, install_handlers
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from .models import ModelSpec, ServedModel
-from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
-from .schemas import ERROR_RESPONSES, EmbeddingRequest, ErrorResponse, ModelList, RerankRequest, RerankResponse
+from .schemas import (
+    ERROR_RESPONSES,
+    EmbeddingRequest,
+    ErrorResponse,
+    ModelList,
+    RerankRequest,
+    RerankResponse,
+)
 from .settings import ServerSettings
+from .state import READY, STOPPING, ServerState, answer, unless_cancelled_in_shutdown
 
 log = logging.getLogger("vlrank.server")
 
-LOADING, READY, FAILED, STOPPING = "loading", "ok", "failed", "shutting_down"
 ROUTES = frozenset({"/v1/rerank", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs",
                     "/v2/rerank", "/score", "/v1/score"})
-
-
-class ServerState:
-    """Everything the routes share: settings, metrics, served models, readiness."""
-
-    def __init__(self, specs: Mapping[str, Any], settings: ServerSettings) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.specs = dict(specs)
-        self.models: dict[str, ServedModel] = {}
-        self.status = LOADING
-        self.failure: str | None = None
-        self.policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
-
-    # ---- lifecycle -------------------------------------------------------------------------------
-    async def load_all(self) -> None:
-        """Load (in threads) and warm up every model; READY when all are, FAILED on the first error."""
-        try:
-            for name, spec in self.specs.items():
-                model = spec
-                if isinstance(spec, ModelSpec):
-                    log.info("loading model %r", name)
-                    model = await asyncio.to_thread(spec.loader)
-                served = self._serve(name, model)
-                self.models[name] = served
-                if self.settings.warmup:
-                    await self._warm_up(served)
-                log.info("model %r ready (%s)", name, served.kind)
-            if self.status == LOADING:
-                self.status = READY
-                self.metrics.ready.set(1)
-        except Exception as exc:  # noqa: BLE001 - reported by /health and the log, not raised into uvicorn
-            log.exception("loading the models failed")
-            self.status = FAILED
-            self.failure = f"{type(exc).__name__}: {exc}"
-
-    def _serve(self, name: str, model: Any) -> ServedModel:
-        engine = engine_class(model)(name, model, policy=self.policy, max_documents=self.settings.max_documents)
-        m = self.metrics
-        scheduler = BatchScheduler(
-            name,
-            engine.run_batch,
-            max_queue=self.settings.max_queue,
-            max_batch_cost=self.settings.max_batch_tokens,
-            max_batch_jobs=self.settings.max_batch_requests,
-            on_batch=lambda jobs, items, secs: (m.batch_requests.labels(name).observe(jobs),
-                                                m.batch_items.labels(name).observe(items),
-                                                m.batch_seconds.labels(name).observe(secs)),
-            on_depth=lambda depth: m.queue_depth.labels(name).set(depth),
-        )
-        scheduler.start()
-        return ServedModel(name=name, kind=engine.kind, engine=engine, scheduler=scheduler)
-
-    async def _warm_up(self, served: ServedModel) -> None:
-        for payload in served.engine.warmup_payloads():
-            job = served.scheduler.submit(payload, cost=1)
-            try:
-                await job.future
-            except Exception as exc:
-                if not is_warmup_refusal(exc):
-                    raise
-
-    async def drain(self) -> None:
-        self.status = STOPPING
-        self.metrics.ready.set(0)
-        for served in self.models.values():
-            served.scheduler.close()
-        for served in self.models.values():
-            await asyncio.to_thread(served.scheduler.join)
-
-    # ---- request helpers -------------------------------------------------------------------------
-    def retry_headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.settings.retry_after_s)}
-
-    def model(self, name: str, kind: str) -> ServedModel:
-        if self.status != READY:
-            if name in self.specs and self.status in (LOADING, STOPPING):
-                what = "is still loading" if self.status == LOADING else "is shutting down"
-                raise ApiError(503, f"model {name!r} {what}; retry shortly", code="model_not_ready",
-                               headers=self.retry_headers())
-            if self.status == FAILED:
-                raise ApiError(503, "the server failed to load its models; see the server log",
-                               code="model_load_failed", headers=self.retry_headers())
-        served = self.models.get(name)
-        if served is None:
-            known = ", ".join(sorted(self.specs)) or "none"
-            raise ApiError(404, f"model {name!r} is not served here (served: {known}); see GET /v1/models",
-                           param="model", code="model_not_found")
-        if served.kind != kind:
-            route = "/v1/rerank" if served.kind == RERANK else "/v1/embeddings"
-            what = "reranker" if served.kind == RERANK else "embedding model"
-            raise ApiError(400, f"model {name!r} is a {what}; send it to {route}",
-                           param="model", code="model_not_supported")
-        return served
-
-    async def prepare(self, served: ServedModel, request: Request, **kwargs: Any) -> Prepared:
-        """Validate and cost a request. Small requests without remote URLs are parsed right here: that takes
-        microseconds, while a hop to a worker thread costs a GIL hand-over (up to the 5 ms switch interval
-        while the model thread runs Python code) - measured: it halved throughput at concurrency 32.
-        Requests that fetch http(s) images or carry large inline images go to a thread."""
-        try:
-            if _is_light(request):
-                return served.engine.prepare(**kwargs)
-            return await run_in_threadpool(lambda: served.engine.prepare(**kwargs))
-        except VlrankError as exc:
-            raise from_vlrank_error(exc) from exc
-
-    async def execute(self, served: ServedModel, prepared: Prepared, request: Request) -> Any:
-        """Queue the request on the model's scheduler and wait for its result or the client leaving."""
-        try:
-            job = served.scheduler.submit(prepared.payload, cost=prepared.cost, items=prepared.items)
-        except QueueFullError as exc:
-            self.metrics.rejected.labels(served.name).inc()
-            raise ApiError(429, f"{exc}; retry after {self.settings.retry_after_s} s", code="queue_full",
-                           headers=self.retry_headers()) from exc
-        except SchedulerClosedError as exc:
-            raise ApiError(503, f"{exc}; retry on another replica", code="shutting_down",
-                           headers=self.retry_headers()) from exc
-        gone = asyncio.ensure_future(_client_gone(request))
-        try:
-            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            self._abandon(served, job)
-            raise
-        finally:
-            gone.cancel()
-        if not job.future.done():
-            self._abandon(served, job)
-            raise _ClientGone()
-        exc = job.future.exception()
-        if exc is not None:
-            if isinstance(exc, VlrankError):
-                raise from_vlrank_error(exc) from exc
-            raise internal_error(exc) from exc
-        result = job.future.result()
-        usage = result.get("usage") if isinstance(result, dict) else None
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            self.metrics.tokens.labels(served.name).inc(usage["prompt_tokens"])
-        return result
-
-    def _abandon(self, served: ServedModel, job: Any) -> None:
-        if served.scheduler.cancel(job):
-            self.metrics.cancelled.labels(served.name).inc()
-        else:  # already running: its result arrives later and nobody reads it
-            job.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
-_LIGHT_BODY_BYTES = 64 * 1024
-
-
-def _is_light(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    if length is None or not length.isdigit() or int(length) > _LIGHT_BODY_BYTES:
-        return False
-    body = getattr(request, "_body", None)  # read and cached by FastAPI before the endpoint runs
-    if not isinstance(body, bytes):
-        return False
-    lowered = body.lower()
-    return b"http://" not in lowered and b"https://" not in lowered
-
-
-class _ClientGone(Exception):
-    """The client disconnected while its request waited."""
-
-
-async def _client_gone(request: Request) -> None:
-    """Return when the client disconnects (the body has been read, so receive() only reports that)."""
-    while True:
-        message = await request.receive()
-        if message.get("type") == "http.disconnect":
-            return
-        # A server may hand out one more empty body message after the body was read (uvicorn's httptools
-        # protocol does); the next receive() then blocks. Yield anyway, so no server can make this spin.
-        await asyncio.sleep(0)
 
 
 def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = None) -> FastAPI:
@@ -238,12 +64,17 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
         version=__version__,
         description="Rerank and embed text and images with Qwen3 retrieval models (IONOS / OpenAI-compatible).",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: off unless asked for (--docs); the schema
+        # itself (/openapi.json) is always served.
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
     )
     app.state.vlrank = state
     install_handlers(app)
     # add_middleware wraps: the last added runs first. Order of a request: metrics (sees every answer),
     # auth (401 before any body is read), body cap (413), then routing.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s)
 
     # Auth is checked in a pure ASGI middleware (before the body is parsed, so an unauthenticated client
     # learns nothing about validation); FastAPI dependencies would cost a thread hop per request.
@@ -254,10 +85,10 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     @app.get("/health", summary="readiness: 200 once every model is loaded and warmed, else 503",
              responses={503: {"description": "loading, failed, or shutting down"}})
     async def health() -> JSONResponse:
-        body: dict[str, Any] = {"status": state.status, "models": sorted(state.models)}
-        if state.failure:
-            body["error"] = state.failure
-        if state.status == READY:
+        status = STOPPING if state.draining else state.status
+        models = {name: STOPPING if state.draining and st == READY else st for name, st in state.model_states.items()}
+        body: dict[str, Any] = {"status": status, "models": dict(sorted(models.items()))}
+        if status == READY:
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers=state.retry_headers())
 
@@ -281,10 +112,12 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
             raise ApiError(413, f"documents: {count} documents is over this server's limit of "
                                 f"{settings.max_documents}; split the request", param="documents",
                            code="too_many_documents")
-        prepared = await state.prepare(served, request, query=body.query, documents=body.documents, top_n=body.top_n,
-                                       instruction=body.instruction, return_documents=body.return_documents,
-                                       raw_scores=body.raw_scores)
-        return await _answer(state, served, prepared, request)
+        async def work() -> Response:
+            prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
+                                           top_n=body.top_n, instruction=body.instruction,
+                                           return_documents=body.return_documents, raw_scores=body.raw_scores)
+            return await answer(state, served, prepared, request)
+        return await unless_cancelled_in_shutdown(state, work())
 
     @app.post("/v1/embeddings", summary="embed texts and images (OpenAI / IONOS embeddings)",
               openapi_extra=auth,
@@ -295,12 +128,12 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
             raise ApiError(413, f"input: {len(body.input)} inputs is over this server's limit of "
                                 f"{settings.max_documents}; split the request", param="input",
                            code="too_many_inputs")
-        prepared = await state.prepare(served, request, input=body.input, messages=body.messages,
-                                       instruction=body.instruction, dimensions=body.dimensions,
-                                       encoding_format=body.encoding_format)
-        return await _answer(state, served, prepared, request)
-
-    from . import api_docs, cohere, score  # they import this module: registered once it is loaded
+        async def work() -> Response:
+            prepared = await state.prepare(served, request, input=body.input, messages=body.messages,
+                                           instruction=body.instruction, dimensions=body.dimensions,
+                                           encoding_format=body.encoding_format)
+            return await answer(state, served, prepared, request)
+        return await unless_cancelled_in_shutdown(state, work())
 
     cohere.add_routes(app, state, auth=auth)
     score.add_routes(app, state, auth=auth)
@@ -332,13 +165,3 @@ def _document_count(documents: Any) -> int:
         content = documents.get("content")
         return len(content) if isinstance(content, list) else 1
     return len(documents)
-
-
-async def _answer(state: ServerState, served: ServedModel, prepared: Prepared, request: Request) -> Response:
-    t0 = time.perf_counter()
-    try:
-        result = await state.execute(served, prepared, request)
-    except _ClientGone:
-        log.info("client left before model %r answered (%.3f s)", served.name, time.perf_counter() - t0)
-        return Response(status_code=499)
-    return JSONResponse(result)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .app import ServerState, _ClientGone
+from .state import ClientGone, ServerState, unless_cancelled_in_shutdown
 from .engines import RERANK
 from .errors import ApiError
 from .schemas import ERROR_RESPONSES, CohereV2RerankRequest, CohereV2RerankResponse
@@ -46,6 +46,9 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
               response_model=CohereV2RerankResponse, response_model_exclude_none=True,
               responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
     async def rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
+        return await unless_cancelled_in_shutdown(state, _rerank_v2(body, request))
+
+    async def _rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
         served = state.model(body.model, RERANK)
         check_document_count(len(body.documents), state.settings.max_documents)
         prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
@@ -53,7 +56,7 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
                                        return_documents=body.return_documents, raw_scores=body.raw_scores)
         try:
             result = await state.execute(served, prepared, request)
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)
         warnings = [f"{name} is not applied by vlrank: each query-document pair is truncated to the model's "
                     "max_length" if name == "max_tokens_per_doc" else f"{name} is not applied by vlrank"

@@ -96,19 +96,41 @@ def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return out or None
 
 
+def body_parse_error(cause: BaseException | None) -> ApiError:
+    """What was wrong with a body the JSON decoder could not take (FastAPI hides the cause behind
+    "There was an error parsing the body"); ``param`` is "body", the message says what to send."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = (f"the request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset "
+               f"{cause.start}); send UTF-8 JSON (other text as \\uXXXX escapes)")
+    elif isinstance(cause, RecursionError):
+        why = ("the request body nests JSON arrays / objects too deeply to parse; send a flat request (a "
+               "query, a list of documents, each at most a few levels deep)")
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        why = (f"the request body holds a number too long to parse ({cause}); send numbers of at most a "
+               "few digits (top_n, dimensions are small integers)")
+    else:
+        why = "the request body could not be parsed; send a JSON object in UTF-8"
+    return ApiError(400, why, param="body", code="invalid_json")
+
+
 def validation_error(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
     if not errors:
-        return ApiError(400, "invalid request body", code="invalid_request")
+        return ApiError(400, "invalid request body", param="body", code="invalid_request")
     first = errors[0]
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "")
-        return ApiError(400, f"the request body is not valid JSON ({detail}); send a JSON object",
-                        code="invalid_json")
+        loc = first.get("loc", ())
+        at = f" at byte {loc[-1]}" if len(loc) > 1 and isinstance(loc[-1], int) else ""
+        return ApiError(400, f"the request body is not valid JSON ({detail}{at}); send a JSON object",
+                        param="body", code="invalid_json")
     param = _loc_to_param(first.get("loc", ()))
     if param is None and first.get("type") in ("model_attributes_type", "dict_type"):
         return ApiError(400, "the request body must be a JSON object sent with Content-Type: application/json",
-                        code="invalid_json")
+                        param="body", code="invalid_json")
+    if param is None and first.get("type") == "missing":
+        return ApiError(400, "the request body is empty; send a JSON object with Content-Type: application/json "
+                             "(see /openapi.json)", param="body", code="invalid_json")
     where = param or "body"
     msg = first.get("msg", "invalid value")
     if first.get("type") == "missing":
@@ -137,9 +159,11 @@ def install_handlers(app: FastAPI) -> None:
             err = ApiError(404, "no such route; see /openapi.json", code="not_found")
         elif status == 405:
             err = ApiError(405, "method not allowed on this route; see /openapi.json", code="method_not_allowed")
+        elif status == 400 and exc.__cause__ is not None:  # the body's JSON could not be decoded
+            err = body_parse_error(exc.__cause__)
         else:
             detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-            err = ApiError(status, detail, code=None)
+            err = ApiError(status, detail, code="request_timeout" if status == 408 else None)
         headers = dict(exc.headers or {})
         headers.update(err.headers)
         err.headers = headers

@@ -3,6 +3,7 @@ breaks disconnect detection)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -22,6 +23,14 @@ class BodyTooLargeError(HTTPException):
                               "(e.g. fewer documents, smaller or remote images)")
 
 
+class BodyTimeoutError(HTTPException):
+    """The body did not arrive within the deadline (a stalled or trickling upload)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {timeout_s:g} s; send the whole body "
+                              "at once (or a smaller one)", headers={"Connection": "close"})
+
+
 def _too_large_body(limit: int) -> bytes:
     return json.dumps({"error": {
         "message": f"the request body is over this server's limit of {limit} bytes; send less (e.g. fewer "
@@ -30,11 +39,14 @@ def _too_large_body(limit: int) -> bytes:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over ``max_body_bytes``: at once from Content-Length, else while it streams in."""
+    """413 for a body over ``max_body_bytes``: at once from Content-Length, else while it streams in;
+    408 when the whole body has not arrived ``body_timeout_s`` after the request head (one total
+    deadline, so a trickling client cannot hold a connection and a parse slot open)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float = 60.0) -> None:
         self.app = app
         self.limit = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,17 +63,36 @@ class BodyLimitMiddleware:
                     return
         seen = 0
         limit = self.limit
+        timeout_s = self.body_timeout_s
+        deadline = time.monotonic() + timeout_s
+        body_done = False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # only the disconnect is left to hear about: no deadline on that
+                return await receive()
+            try:
+                message = await _within(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise BodyTimeoutError(timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLargeError(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _within(awaitable: Any, seconds: float) -> Any:
+    """``await awaitable`` for at most ``seconds`` (asyncio.timeout where there is one: no extra task per
+    receive on the request path)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, max(0.0, seconds))
+    async with timeout(max(0.0, seconds)):
+        return await awaitable
 
 
 async def _send_json(send: Send, status: int, body: bytes) -> None:

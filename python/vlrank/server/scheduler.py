@@ -13,7 +13,10 @@ while a batch runs form the next batch, so batching grows with load and costs no
 
 Results go back to each request's future on its event loop. A job whose client left before it started
 is dropped (``cancel``); a started job runs to the end and its result is discarded. ``close()`` stops
-new submissions and lets the worker finish everything already queued (drain on shutdown).
+new submissions and lets the worker finish everything already queued (drain on shutdown);
+``expire(make_error)`` ends a drain at its deadline: every waiting job and every running one is answered
+with ``make_error()`` at once, and the worker starts no further batch (a running batch cannot be
+interrupted inside ONNX Runtime; its result is discarded).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._closing = False
         self._running = 0
+        self._running_jobs: list[Job] = []
         self._thread = threading.Thread(target=self._worker, name=f"vlrank-model-{name}", daemon=True)
         self._started = False
 
@@ -153,6 +157,25 @@ class BatchScheduler:
             self._closing = True
             self._cond.notify_all()
 
+    def expire(self, make_error: Callable[[], BaseException]) -> int:
+        """Close, then answer every queued and running job with ``make_error()`` now; how many were answered.
+        Call from the event loop thread (the futures' loop)."""
+        with self._cond:
+            self._closing = True
+            waiting = list(self._queue)
+            self._queue.clear()
+            for job in waiting:
+                job.state = CANCELLED
+            running = list(self._running_jobs)
+            self._cond.notify_all()
+        answered = 0
+        for job in waiting + running:
+            if not job.future.done():
+                job.future.set_exception(make_error())
+                answered += 1
+        self._depth(0)
+        return answered
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to drain and exit; True when it has."""
         if self._started:
@@ -179,6 +202,7 @@ class BatchScheduler:
                 batch.append(job)
                 cost += job.cost
             self._running = len(batch)
+            self._running_jobs = batch
             depth = len(self._queue)
         self._depth(depth)
         return batch
@@ -199,6 +223,7 @@ class BatchScheduler:
             elapsed = time.perf_counter() - t0
             with self._cond:
                 self._running = 0
+                self._running_jobs = []
                 for job in batch:
                     job.state = DONE
             for job, result in zip(batch, results):

@@ -3,14 +3,26 @@
 Only the outer shape is checked here (types, required fields, unknown keys); the inner structure of a
 query / document / input (strings, ``{"text"}``, ``{"content": [parts]}``) is checked by
 ``vlrank.inputs``, which names the exact JSON path of a fault. Types are strict: ``"5"`` is not a
-``top_n`` and ``1`` is not a ``return_documents``.
+``top_n`` and ``1`` is not a ``return_documents``; an integral number (``2.0``) is an integer, as in JSON
+Schema.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's "integer" includes 1062.0, so the published schema and the server agree only if an
+    integral float is taken as that integer; 1.5, true and "5" are still refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+PositiveInteger = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral)]
 
 # A query, a document or an embedding input: a string or an object such as {"text": ...} or
 # {"content": [{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]}.
@@ -34,7 +46,7 @@ class RerankRequest(BaseModel):
     documents: Annotated[list[Side], Field(min_length=1)] | dict[str, Any] = Field(
         description='the candidates to score: a list of strings / objects (or vLLM\'s {"content": [parts]}, '
                     "one document per part)")
-    top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
+    top_n: PositiveInteger | None = Field(default=None, description="keep only the best n results")
     instruction: StrictStr | None = Field(default=None, description="task instruction (default: the model's)")
     return_documents: StrictBool = Field(default=True, description="echo each document in its result")
     raw_scores: StrictBool = Field(default=False, description="add raw_score (the logit; relevance_score = "
@@ -54,7 +66,7 @@ class EmbeddingRequest(BaseModel):
     messages: list[dict[str, Any]] | None = Field(
         default=None, description='[{"role": "user", "content": [parts]}]: all messages form ONE input')
     instruction: StrictStr | None = Field(default=None, description="task instruction (default: the model's)")
-    dimensions: StrictInt | None = Field(default=None, ge=1, description="keep the first n dimensions (MRL)")
+    dimensions: PositiveInteger | None = Field(default=None, description="keep the first n dimensions (MRL)")
     encoding_format: Literal["float", "base64"] = Field(default="float")
     user: StrictStr | None = Field(default=None, description="accepted for OpenAI compatibility; ignored")
 

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .app import ServerState, _ClientGone
+from .state import ClientGone, ServerState, unless_cancelled_in_shutdown
 from .cohere import check_document_count
 from .engines import RERANK
 from .errors import ApiError
@@ -53,6 +53,9 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
     """Register ``POST /score`` and ``POST /v1/score`` on ``app``."""
 
     async def score(body: ScoreRequest, request: Request) -> Response:
+        return await unless_cancelled_in_shutdown(state, _score(body, request))
+
+    async def _score(body: ScoreRequest, request: Request) -> Response:
         served = state.model(body.model, RERANK)
         calls = pairs(body.text_1, body.text_2)
         check_document_count(sum(len(d) for _, d in calls), state.settings.max_documents, field="text_2")
@@ -60,7 +63,7 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
                                         return_documents=False, raw_scores=body.raw_scores) for q, d in calls]
         try:
             results = await asyncio.gather(*(state.execute(served, p, request) for p in prepared))
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)
         prompt = sum(r["usage"]["prompt_tokens"] for r in results)
         return JSONResponse({"id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),

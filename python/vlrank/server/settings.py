@@ -17,6 +17,11 @@ class ServerSettings:
     ``max_queue`` counts requests waiting (not yet running) per model; past it a request is answered 429
     with ``Retry-After`` instead of queueing without bound. ``max_batch_tokens`` is the (estimated) token
     budget of one model batch and ``max_batch_requests`` caps how many requests share one.
+
+    Connections: a request head must arrive within ``header_timeout_s`` (of the connection opening or
+    the previous response) and in ``max_header_bytes`` (else 408 / 431 and the connection is closed), the
+    body within ``body_timeout_s`` of the head (else 408); an idle keep-alive connection is closed after
+    ``keep_alive_s``. Shutdown: queued requests get ``drain_timeout_s`` to finish, then the JSON 503.
     """
 
     api_key: str | None = None
@@ -28,10 +33,21 @@ class ServerSettings:
     max_batch_requests: int = 64
     retry_after_s: int = 1
     warmup: bool = True
+    #: serve Swagger UI at /docs (its scripts come from a CDN, so it is blank on an offline host)
+    docs: bool = False
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    max_header_bytes: int = 64 * 1024
+    drain_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}", field=name)
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
-                     "retry_after_s"):
+                     "retry_after_s", "max_header_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)

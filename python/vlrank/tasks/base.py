@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from vlrank.engine.manifest import check_graph
+from vlrank.engine.sessions import create_session
 from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner
 from vlrank.engine.vision import ImageBatch, VisionTower
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
@@ -120,8 +122,10 @@ class Task:
             if not manifest.has_vision:
                 raise ModelDirectoryError(f"{manifest.root} has no vision graph; this model takes text only "
                                           "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
-            self._tower = VisionTower(manifest.root, providers=self.runner.providers,
-                                      ort_options=self.runner.ort_options)
+            session = create_session(manifest.file("vision"), providers=self.runner.providers,
+                                     ort_options=self.runner.ort_options)
+            check_graph(manifest, session, graph="vision")
+            self._tower = VisionTower(manifest.root, session=session)
         return self._tower
 
     # ---- one call, many calls ------------------------------------------------------------------------
