@@ -165,7 +165,7 @@ fn check_patch_grid(grid_h: usize, grid_w: usize, merge: usize) -> Result<()> {
     if merge == 0 {
         return Err(Error::invalid("spatial_merge_size", "must be at least 1"));
     }
-    if grid_h == 0 || grid_w == 0 || grid_h % merge != 0 || grid_w % merge != 0 {
+    if grid_h == 0 || grid_w == 0 || !grid_h.is_multiple_of(merge) || !grid_w.is_multiple_of(merge) {
         return Err(Error::invalid(
             "grid_thw",
             format!(
@@ -220,7 +220,7 @@ pub fn vision_rotary(
     head_dim: usize,
     theta: f64,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    if head_dim == 0 || head_dim % 4 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(4) {
         return Err(Error::invalid(
             "head_dim",
             format!("the vision head_dim {head_dim} must be a positive multiple of 4 (2-D rotary halves)"),

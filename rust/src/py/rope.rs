@@ -7,6 +7,9 @@ use pyo3::prelude::*;
 use crate::image::MERGE;
 use crate::rope::{self, MergedGrid};
 
+/// A 2-D numpy table, one row per patch.
+type Table<'py, T> = Bound<'py, PyArray2<T>>;
+
 fn grids(list: &[(usize, usize)]) -> Vec<MergedGrid> {
     list.iter().copied().map(MergedGrid::from).collect()
 }
@@ -68,7 +71,7 @@ fn vision_rotary<'py>(
     head_dim: usize,
     merge_size: usize,
     theta: f64,
-) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(Table<'py, f32>, Table<'py, f32>)> {
     let (cos, sin) = py.detach(|| rope::vision_rotary(grid_h, grid_w, merge_size, head_dim, theta))?;
     let n = grid_h * grid_w;
     Ok((
@@ -86,7 +89,7 @@ fn pos_embed_interpolation<'py>(
     grid_w: usize,
     num_grid_per_side: usize,
     merge_size: usize,
-) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(Table<'py, i64>, Table<'py, f32>)> {
     let (idx, w) = py.detach(|| rope::pos_embed_interpolation(grid_h, grid_w, merge_size, num_grid_per_side))?;
     let n = grid_h * grid_w;
     Ok((
