@@ -161,6 +161,15 @@ def child(spec: dict) -> None:
     rr = vlrank.Reranker(spec["model"], providers="cpu")
     _pin(rr, spec["threads"])
     out["rss_load_mib"] = rss_mib() - base
+    if spec["task"] == "rerank8b":
+        query = "which document is about the capital of france and its river"
+        docs = [_doc(rng, spec["words"]) for _ in range(spec["docs"])]
+        t = time.perf_counter()
+        res = rr.rerank(query, docs)
+        out.update(text_seconds=time.perf_counter() - t, text_docs=len(docs),
+                   text_tokens=res["usage"]["total_tokens"] / len(docs), rss_peak_mib=rss_mib() - base)
+        print(json.dumps(out))
+        return
     query = "which document is about the capital of france and its river"
     ranking = [_doc(rng, int(rng.integers(20, 60))) for _ in range(100)]
     res = rr.rerank(query, ranking)
@@ -237,6 +246,121 @@ def wide(workdir: Path, layers: int, threads: int) -> list[dict]:
     return rows
 
 
+# ---- the 8B shape ----------------------------------------------------------------------------------------
+class _ShapeRecorder:
+    """Stands in for synthetic._Weights: records (shape, kind, scale) instead of materialising tensors, so the
+    8B checkpoint (16 GB of bf16) is generated tensor by tensor in row chunks while it is written."""
+
+    def __init__(self, rng) -> None:
+        self.rng = rng
+        self.tensors: dict[str, tuple] = {}
+
+    def normal(self, name: str, *shape: int, scale: float = 0.05) -> None:
+        self.tensors[name] = (shape, "normal", scale)
+
+    def norm(self, name: str, size: int) -> None:
+        self.tensors[name] = ((size,), "norm", 0.1)
+
+    def bias(self, name: str, size: int) -> None:
+        self.tensors[name] = ((size,), "bias", 0.02)
+
+
+def _write_streamed(path: Path, tensors: dict[str, tuple]) -> None:
+    """The safetensors file of ``tensors`` (name -> (shape, kind, scale)), bf16. Each tensor is a window of
+    a 64 MiB pool of Gaussian bf16 values at its kind and scale, starting at a random offset: the values
+    keep the synthetic model's statistics while the 16 GB file is written at disk speed."""
+    import struct
+
+    from vlrank import synthetic
+
+    rng = np.random.default_rng(0)
+    pool_size = 1 << 25
+    pools: dict[tuple, np.ndarray] = {}
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in sorted(tensors):
+        n = int(np.prod(tensors[name][0])) * 2
+        header[name] = {"dtype": "BF16", "shape": list(tensors[name][0]), "data_offsets": [offset, offset + n]}
+        offset += n
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)) + encoded)
+        for name in sorted(tensors):
+            shape, kind, scale = tensors[name]
+            if (kind, scale) not in pools:
+                values = rng.standard_normal(pool_size, dtype=np.float32) * np.float32(scale)
+                values += np.float32(1.0 if kind == "norm" else 0.0)
+                bits = synthetic._to_bf16_bits(values)
+                pools[(kind, scale)] = np.concatenate([bits, bits])
+            pool, total = pools[(kind, scale)], int(np.prod(shape))
+            for start in range(0, total, pool_size):
+                at = int(rng.integers(0, pool_size))
+                out.write(memoryview(pool[at : at + min(pool_size, total - start)]).cast("B"))
+
+
+def _write_8b(ckpt: Path) -> None:
+    from vlrank import synthetic
+    from vlrank.synthetic import TextShape, VisionShape
+
+    weights, writer = synthetic._Weights, synthetic.write_safetensors_bf16
+    synthetic._Weights, synthetic.write_safetensors_bf16 = _ShapeRecorder, _write_streamed
+    try:
+        synthetic.write_random_qwen3_vl(
+            ckpt, text=TextShape(hidden=4096, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=12288),
+            vision=VisionShape(hidden=1152, depth=27, heads=16, intermediate=4304, num_position_embeddings=2304,
+                               deepstack_layers=(8, 16, 24)), tokenizer_json=benchlib.tokenizer_json())
+    finally:
+        synthetic._Weights, synthetic.write_safetensors_bf16 = weights, writer
+
+
+def export_child(spec: dict) -> None:
+    """One export in a fresh process: seconds, peak RSS (VmHWM) and peak anonymous RSS (sampled)."""
+    import threading
+
+    import vlrank
+
+    def kib(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    base, peak, done = kib("RssAnon"), [kib("RssAnon")], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], kib("RssAnon"))
+
+    threading.Thread(target=sample, daemon=True).start()
+    t = time.perf_counter()
+    vlrank.export(spec["ckpt"], spec["out"], task="rerank", quantize=spec["quantize"], progress=False)
+    done.set()
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mib": kib("VmHWM") / 1024,
+                      "peak_anon_above_base_mib": (max(peak[0], kib("RssAnon")) - base) / 1024}))
+
+
+def eight_b(workdir: Path, threads: int, docs: int, words: int) -> dict:
+    ckpt = workdir / "qwen3-vl-8b-shape"
+    if not (ckpt / "model.safetensors").is_file():
+        t = time.perf_counter()
+        _write_8b(ckpt)
+        print(f"8B checkpoint written in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    out = workdir / "e8b-int4"
+    proc = subprocess.run([sys.executable, __file__, "--export-child",
+                           json.dumps({"ckpt": str(ckpt), "out": str(out), "quantize": "int4"})],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    row = {"export": json.loads(proc.stdout.strip().splitlines()[-1]), "ckpt_gib": _dir_mib(ckpt) / 1024,
+           "disk_gib": _dir_mib(out) / 1024}
+    print(json.dumps(row), flush=True)
+    got = _run_child({"task": "rerank8b", "model": str(out), "threads": threads, "docs": docs, "words": words})
+    row.update(got)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 # ---- report ----------------------------------------------------------------------------------------------
 def _markdown(info: dict, load: tuple[float, float], golden_rows: list[dict], wide_rows: list[dict], layers: int,
               threads: int) -> str:
@@ -272,21 +396,53 @@ def _markdown(info: dict, load: tuple[float, float], golden_rows: list[dict], wi
     return "\n".join(lines)
 
 
+def _markdown_8b(info: dict, load: tuple[float, float], r: dict, threads: int) -> str:
+    e = r["export"]
+    return "\n".join([
+        "## The Qwen3-VL-8B shape in int4 on this machine (bench_quantized.py --section 8b)", "",
+        benchlib.machine_line(info, *load), "",
+        "A random checkpoint of Qwen3-VL-8B's full widths and depth (text 4096, 36 layers, 32/8 heads, FFN 12288; "
+        f"vision 27 x 1152, FFN 4304; {r['ckpt_gib']:.1f} GiB of bf16 safetensors) exported with `--quantize int4` "
+        "(block 32, accuracy level 0) in its own process, then loaded as a Reranker in another.", "",
+        "| export s | export peak RSS MiB | export peak heap above baseline MiB | int4 export on disk GiB | "
+        f"RSS after load MiB | {r['text_docs']} text docs (~{r['text_tokens']:.0f} tokens) s | docs/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {e['seconds']:.0f} | {e['peak_rss_mib']:.0f} | {e['peak_anon_above_base_mib']:.0f} | {r['disk_gib']:.2f} | "
+        f"{r['rss_load_mib']:.0f} | {r['text_seconds']:.1f} | {r['text_docs'] / r['text_seconds']:.3f} |", "",
+        f"{threads} intra-op threads. float32 (transformers or a vlrank float32 export) needs ~33 GB for these "
+        "weights alone (7.5 B Linear parameters x 4 bytes + the 151,936 x 4096 embedding table) and cannot load on "
+        "this 24 GB machine."])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--section", choices=["golden", "wide", "all"], default="all")
+    ap.add_argument("--section", choices=["golden", "wide", "all", "8b"], default="all",
+                    help="all = golden + wide; 8b (alone: ~16 GB of disk, minutes) the 8B shape to int4")
+    ap.add_argument("--docs-8b", type=int, default=16)
+    ap.add_argument("--words-8b", type=int, default=60)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--export-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
         return 0
+    if args.export_child:
+        export_child(json.loads(args.export_child))
+        return 0
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vlrank-bench-quant-"))
     workdir.mkdir(parents=True, exist_ok=True)
     info, load0 = benchlib.machine(), benchlib.load_average()
+    if args.section == "8b":
+        row = eight_b(workdir, args.threads, args.docs_8b, args.words_8b)
+        text = _markdown_8b(info, (load0, benchlib.load_average()), row, args.threads)
+        print(text)
+        if not args.no_write:
+            benchlib.write_section("bench_quantized_8b", text)
+        return 0
     golden_rows = golden(workdir) if args.section in ("golden", "all") else []
     wide_rows = wide(workdir, args.layers, args.threads) if args.section in ("wide", "all") else []
     text = _markdown(info, (load0, benchlib.load_average()), golden_rows, wide_rows, args.layers, args.threads)
