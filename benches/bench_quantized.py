@@ -246,6 +246,50 @@ def wide(workdir: Path, layers: int, threads: int) -> list[dict]:
     return rows
 
 
+# ---- kernel ---------------------------------------------------------------------------------------------
+def kernel(threads: int, rounds: int = 7) -> list[dict]:
+    """One Linear of the 2B decoder's MLP (256 tokens x 2048 -> 6144, and 6144 -> 2048) as MatMul (float32)
+    and as MatMulNBits per config; the configs run interleaved, round after round, and each keeps its median,
+    so a busy machine slows all of them alike."""
+    import onnxruntime as ort
+
+    from vlrank.export.graph import FLOAT, Graph
+    from vlrank.export.quantize import Quantization, matmul_nbits
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, n in ((2048, 6144), (6144, 2048)):
+        w = (rng.standard_normal((n, k), dtype=np.float32) * 0.02)
+        x = rng.standard_normal((256, k), dtype=np.float32)
+        sessions = {}
+        for scheme, quantize, level in CONFIGS:
+            g = Graph("k")
+            a = g.input("x", FLOAT, ["M", k])
+            y = g.matmul(a, g.initializer("w", np.ascontiguousarray(w.T))) if quantize is None else \
+                matmul_nbits(g, a, "w", w, Quantization(quantize, 32, level))
+            g.output(y, "y", FLOAT, ["M", n])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            sessions[_label(scheme, level)] = ort.InferenceSession(g.to_model().SerializeToString(), opts,
+                                                                   providers=["CPUExecutionProvider"])
+        times = {name: [] for name in sessions}
+        ref = sessions["float32"].run(None, {"x": x})[0]
+        errors = {name: float(np.abs(s.run(None, {"x": x})[0] - ref).max() / np.abs(ref).max())
+                  for name, s in sessions.items()}
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                t = time.perf_counter()
+                sess.run(None, {"x": x})
+                times[name].append(time.perf_counter() - t)
+        base = float(np.median(times["float32"]))
+        for name in sessions:
+            med = float(np.median(times[name]))
+            rows.append({"shape": f"256x{k} @ {k}x{n}", "config": name, "ms": med * 1e3, "speedup": base / med,
+                         "rel_err": errors[name]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 # ---- the 8B shape ----------------------------------------------------------------------------------------
 class _ShapeRecorder:
     """Stands in for synthetic._Weights: records (shape, kind, scale) instead of materialising tensors, so the
@@ -363,7 +407,7 @@ def eight_b(workdir: Path, threads: int, docs: int, words: int) -> dict:
 
 # ---- report ----------------------------------------------------------------------------------------------
 def _markdown(info: dict, load: tuple[float, float], golden_rows: list[dict], wide_rows: list[dict], layers: int,
-              threads: int) -> str:
+              threads: int, kernel_rows: list[dict] = ()) -> str:
     lines = ["## Quantized exports: int8 / int4 MatMulNBits against float32 (bench_quantized.py)", "",
              benchlib.machine_line(info, *load), ""]
     if golden_rows:
@@ -392,7 +436,12 @@ def _markdown(info: dict, load: tuple[float, float], golden_rows: list[dict], wi
                          f"{r['d_median']:.1e} / {r['d_p99']:.1e} / {r['d_max']:.1e} | {r['d_image_max']:.1e} | "
                          f"{r['spearman']:.4f} | {r['top10']}/10 | {r['cos_min']:.5f} |")
         lo, hi = wide_rows[0]["ref_score_range"]
-        lines += ["", f"float32 scores of the ranking span [{lo:.3f}, {hi:.3f}]."]
+        lines += ["", f"float32 scores of the ranking span [{lo:.1e}, {hi:.6f}].", ""]
+    if kernel_rows:
+        lines += [f"One Linear of the 2B MLP, {threads} threads, configs interleaved over 7 rounds (median):", "",
+                  "| shape | export | ms | speed vs float32 | max rel. error vs float32 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['config']} | {r['ms']:.1f} | {r['speedup']:.2f}x | {r['rel_err']:.1e} |"
+                  for r in kernel_rows]
     return "\n".join(lines)
 
 
@@ -416,7 +465,7 @@ def _markdown_8b(info: dict, load: tuple[float, float], r: dict, threads: int) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--section", choices=["golden", "wide", "all", "8b"], default="all",
+    ap.add_argument("--section", choices=["golden", "wide", "kernel", "all", "8b"], default="all",
                     help="all = golden + wide; 8b (alone: ~16 GB of disk, minutes) the 8B shape to int4")
     ap.add_argument("--docs-8b", type=int, default=16)
     ap.add_argument("--words-8b", type=int, default=60)
@@ -445,7 +494,9 @@ def main() -> int:
         return 0
     golden_rows = golden(workdir) if args.section in ("golden", "all") else []
     wide_rows = wide(workdir, args.layers, args.threads) if args.section in ("wide", "all") else []
-    text = _markdown(info, (load0, benchlib.load_average()), golden_rows, wide_rows, args.layers, args.threads)
+    kernel_rows = kernel(args.threads) if args.section in ("kernel", "all") else []
+    text = _markdown(info, (load0, benchlib.load_average()), golden_rows, wide_rows, args.layers, args.threads,
+                     kernel_rows)
     print(text)
     if not args.no_write:
         benchlib.write_section("bench_quantized", text)
