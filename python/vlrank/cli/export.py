@@ -1,4 +1,5 @@
-"""``vlrank export SRC OUT [--task rerank|embed] [--dtype float32|float16|bfloat16]``."""
+"""``vlrank export SRC OUT [--task rerank|embed] [--dtype float32|float16|bfloat16] [--quantize int8|int4
+[--block-size N]]``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
   vlrank export ./Qwen3-VL-Embedding-2B out/emb --task embed --dtype float16
   vlrank export ./my-ckpt out/rr --task rerank --name my-reranker --quiet
+  vlrank export ./Qwen3-VL-Reranker-8B out/rr8-int4 --quantize int4   # 8B on a CPU box (docs/precision.md)
 """
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="default: from the checkpoint name (-Reranker / -Embedding)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="weight storage in the ONNX files (compute is float32); default float32")
+    p.add_argument("--quantize", default=None, metavar="int8|int4",
+                   help="weight-only block quantization of every Linear (com.microsoft.MatMulNBits, float32 "
+                   "compute); default: none. Which to pick: docs/precision.md")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="weights per quantization scale with --quantize: 16, 32, 64, 128 or 256; default 32")
     p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -35,9 +42,27 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.engine.manifest import read_manifest
     from vlrank.export import export
 
-    out = export(args.src, args.out, task=args.task, dtype=args.dtype, progress=not args.quiet, name=args.name)
+    out = export(args.src, args.out, task=args.task, dtype=args.dtype, progress=not args.quiet, name=args.name,
+                 **_quantize_options(args))
     m = read_manifest(out)
     summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.dtype,
                "files": m.files}
+    if m.quantization:
+        summary["quantization"] = m.quantization
     write_json(summary, indent=2)
     return 0
+
+
+def _quantize_options(args: argparse.Namespace) -> dict:
+    """--quantize / --block-size as export() keywords; export() validates them (typed errors)."""
+    from vlrank.errors import InvalidInputError
+
+    if args.quantize is None:
+        if args.block_size is not None:
+            raise InvalidInputError("--block-size sets the block of a quantized export; pass --quantize int8|int4 "
+                                    "with it, or drop --block-size", field="block_size")
+        return {}
+    options = {"quantize": args.quantize}
+    if args.block_size is not None:
+        options["block_size"] = args.block_size
+    return options

@@ -70,6 +70,8 @@ class Manifest:
     image: ImageDefaults | None
     source_path: str
     source_hash: str
+    #: None, or the export's weight quantization {"scheme", "bits", "block_size", "accuracy_level", ...}
+    quantization: dict | None = None
 
     @property
     def has_vision(self) -> bool:
@@ -215,6 +217,7 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
         ),
         source_path=str((data.get("source") or {}).get("path", "")),
         source_hash=str((data.get("source") or {}).get("hash", "")),
+        quantization=dict(data["quantization"]) if data.get("quantization") else None,
     )
     _check_consistent(manifest)
     return manifest

@@ -17,6 +17,8 @@ from vlrank.export.manifest import FORMAT, MAX_LENGTH_DEFAULTS, PROMPT_DEFAULTS,
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
 from vlrank.export.decoder import DECODER_FILE, build_decoder, check_precision
+from vlrank.export.manifest import MANIFEST
+from vlrank.export.quantize import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, Quantization, check_quantize
 from vlrank.export.vision import build_vision_graph
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -91,18 +93,24 @@ class _Progress:
 
 
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
-           precision: str = "float32", progress: bool = True, name: str | None = None) -> Path:
+           precision: str = "float32", quantize: str | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+           accuracy_level: int = DEFAULT_ACCURACY_LEVEL, progress: bool = True, name: str | None = None) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
     ONNX files ("float32" | "float16" | "bfloat16"). ``precision``: compute dtype — "float32" (the CPU
     graph, any storage) or "float16" | "bfloat16" (CUDA graphs; ``dtype`` must equal it). The manifest
     records both and the provider the graph is meant for ("cpu" | "cuda").
+    ``quantize``: "int8" | "int4" — every Linear of the decoder and the vision tower as a block-quantized
+    ``com.microsoft.MatMulNBits`` (``block_size`` weights per scale, ``accuracy_level`` 0 = float32
+    compute; export/quantize.py); the manifest records it under ``quantization``.
     """
     check_precision(precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
+    quant = check_quantize(quantize, block_size=block_size, accuracy_level=accuracy_level, precision=precision)
     root = resolve_checkpoint(src)
+    _refuse_export_dir(root)
     ckpt = open_checkpoint(root)
     model_name = name or (str(src) if not Path(src).expanduser().exists() else ckpt.name)
     task = infer_task(ckpt, model_name, task)
@@ -125,13 +133,13 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
                           image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
-                          precision=precision, progress=bar)
+                          precision=precision, quant=quant, progress=bar)
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
-        file_map.update(_export_vision(ckpt, out, dtype, precision))
+        file_map.update(_export_vision(ckpt, out, dtype, precision, quant))
     t = ckpt.text
     data = {
         "format": FORMAT,
@@ -142,6 +150,7 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
         "dtype": dtype,
         "precision": precision,
         "provider": "cpu" if precision == "float32" else "cuda",
+        "quantization": None if quant is None else quant.manifest(),
         "architecture": ckpt.architecture,
         "dims": {
             "hidden_size": t.hidden_size,
@@ -178,9 +187,32 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     return out
 
 
-def _export_vision(ckpt: Checkpoint, out: Path, dtype: str, precision: str) -> dict[str, str]:
+def _refuse_export_dir(root: Path) -> None:
+    """An exported vlrank directory is not a checkpoint: its graphs (quantized or not) cannot be exported
+    or quantized again; the checkpoint it came from can."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return
+    import json
+
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    quant = data.get("quantization") or {}
+    what = f"an {quant.get('scheme')}-quantized vlrank export" if quant else "a vlrank export"
+    source = (data.get("source") or {}).get("path") if isinstance(data.get("source"), dict) else None
+    hint = f" ({source}, recorded in its {MANIFEST})" if source else ""
+    raise ModelDirectoryError(
+        f"{root} is {what}, not a checkpoint: exports (and quantization) start from the Hugging Face checkpoint; "
+        f"pass the checkpoint directory it was exported from{hint}", field="model")
+
+
+def _export_vision(ckpt: Checkpoint, out: Path, dtype: str, precision: str,
+                   quant: Quantization | None) -> dict[str, str]:
     """The vision graph files (export/vision.py): the first is the graph, a second one its external data."""
-    files = build_vision_graph(ckpt, out, dtype, precision=precision)
+    files = build_vision_graph(ckpt, out, dtype, precision=precision, quant=quant)
     result = {"vision": files[0]} if files else {}
     if len(files) > 1:
         result["vision_data"] = files[1]

@@ -23,6 +23,11 @@ For a float32 graph, weights stored as float16/bfloat16 are cast to float32 insi
 at session load, so compute (and scores) stay float32 on CPU, whose ORT kernels lack most fp16 ops. The
 token embedding table is the exception: it is gathered in its storage dtype and only the gathered rows
 are cast, so the 151,936-row table stays half size in memory.
+
+Quantized exports (``quant``, export/quantize.py): every Linear (q/k/v/o, gate/up/down) is one
+``com.microsoft.MatMulNBits`` over int8 / int4 block-quantized weights, computing in float32; the
+embedding table is stored half size (export/quantize.embedding_storage); norms, the rotary tables, the
+yes/no score rows and the pooled embedding stay float32.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 
 from vlrank.export.checkpoint import Checkpoint, TextConfig
 from vlrank.errors import InvalidInputError
+from vlrank.export.quantize import Quantization, embedding_storage, matmul_nbits
 from vlrank.export.graph import BOOL, FLOAT, INT32, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
 
 # Large negative instead of -inf: a fully masked row (an all-padding row) then gives a uniform softmax
@@ -77,6 +83,7 @@ class DecoderBuilder:
 
     def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
                  image_token_id: int | None, deepstack_layers: int, precision: str = "float32",
+                 quant: Quantization | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
         check_precision(precision, dtype)
         self.ck = ckpt
@@ -85,6 +92,7 @@ class DecoderBuilder:
         self.storage = dtype
         self.precision = precision
         self.half = None if precision == "float32" else STORAGE_TYPES[precision]
+        self.quant = quant
         self.yes_id = yes_id
         self.no_id = no_id
         self.image_token_id = image_token_id
@@ -100,12 +108,16 @@ class DecoderBuilder:
         """A 1-D weight (norm scales): always float32 (tiny, and RMSNorm multiplies in f32)."""
         return self.g.initializer(name, self.ck.tensor(self.prefix + name))
 
-    def _linear(self, name: str) -> str:
-        """Weight of a bias-free nn.Linear as (in, out) so the graph does x @ W, in the compute dtype."""
+    def _matmul(self, x: str, name: str) -> str:
+        """``x`` through the bias-free nn.Linear ``name``: a MatMulNBits on its block-quantized weight
+        (quantized exports), else a MatMul with the weight as (in, out), in the compute dtype."""
+        if self.quant is not None:  # quantized straight from the checkpoint's [out, in] memory map
+            return matmul_nbits(self.g, x, name, self.ck.raw(self.prefix + name + ".weight"), self.quant,
+                                stored=self.ck.info(self.prefix + name + ".weight").dtype)
         w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
         if self.half is not None:  # stored as the compute dtype: the MatMul reads it as is
-            return self.g.initializer(name, np.ascontiguousarray(w.T), elem_type=self.half)
-        return self.g.weight(name, np.ascontiguousarray(w.T), storage=self.storage)
+            return self.g.matmul(x, self.g.initializer(name, np.ascontiguousarray(w.T), elem_type=self.half))
+        return self.g.matmul(x, self.g.weight(name, np.ascontiguousarray(w.T), storage=self.storage))
 
     def _to_compute(self, x: str) -> str:
         """A float32 activation as the MatMul / attention input dtype (identity for float32 graphs)."""
@@ -178,8 +190,8 @@ class DecoderBuilder:
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         h = self.rms_norm(x, self._w(p + "input_layernorm.weight"))
         hh = self._to_compute(h)
-        k = g.reshape(self._f32(g.matmul(hh, self._linear(p + "self_attn.k_proj"))), [0, 0, nkv, hd])
-        v = g.reshape(g.matmul(hh, self._linear(p + "self_attn.v_proj")), [0, 0, nkv * hd])
+        k = g.reshape(self._f32(self._matmul(hh, p + "self_attn.k_proj")), [0, 0, nkv, hd])
+        v = g.reshape(self._matmul(hh, p + "self_attn.v_proj"), [0, 0, nkv * hd])
         if last is not None:
             x = g.unsqueeze(g.op("GatherND", [x, last], batch_dims=1), [1])  # (B, 1, H)
             hh = g.unsqueeze(g.op("GatherND", [hh, last], batch_dims=1), [1])
@@ -187,7 +199,7 @@ class DecoderBuilder:
             sin_q = g.unsqueeze(g.op("GatherND", [g.squeeze(sin, [2]), last], batch_dims=1), [1, 2])
         else:
             cos_q, sin_q = cos, sin
-        q = g.reshape(self._f32(g.matmul(hh, self._linear(p + "self_attn.q_proj"))), [0, 0, nh, hd])
+        q = g.reshape(self._f32(self._matmul(hh, p + "self_attn.q_proj")), [0, 0, nh, hd])
         # (B, L, heads, hd) layout: q/k-norm and RoPE are per element of a head, so the layout changes no
         # value, and GroupQueryAttention reads (B, L, heads·hd) without a transpose.
         q = self.rope(self.rms_norm(q, self._w(p + "self_attn.q_norm.weight")), cos_q, sin_q)
@@ -196,14 +208,14 @@ class DecoderBuilder:
             ctx = self.fused_attention(q, k, v, lengths)
         else:
             ctx = self.last_token_attention(q, k, v, last_mask)
-        x = g.add(x, self._f32(g.matmul(ctx, self._linear(p + "self_attn.o_proj"))))
+        x = g.add(x, self._f32(self._matmul(ctx, p + "self_attn.o_proj")))
         h = self._to_compute(self.rms_norm(x, self._w(p + "post_attention_layernorm.weight")))
         # SiLU·up in float32: the half graphs then hold only MatMul, attention, Cast and data-movement ops
         # in half, each with a CUDA kernel for fp16 and bf16 (tests/test_attention_graphs.py).
-        gate = self._f32(g.matmul(h, self._linear(p + "mlp.gate_proj")))
-        up = self._f32(g.matmul(h, self._linear(p + "mlp.up_proj")))
+        gate = self._f32(self._matmul(h, p + "mlp.gate_proj"))
+        up = self._f32(self._matmul(h, p + "mlp.up_proj"))
         act = self._to_compute(g.mul(g.mul(gate, g.sigmoid(gate)), up))
-        return g.add(x, self._f32(g.matmul(act, self._linear(p + "mlp.down_proj"))))
+        return g.add(x, self._f32(self._matmul(act, p + "mlp.down_proj")))
 
     def fused_attention(self, q: str, k: str, v: str, lengths: tuple[str, str]) -> str:
         """Causal GQA over every token with ORT's fused ``com.microsoft.GroupQueryAttention``: no (L × L)
@@ -240,10 +252,12 @@ class DecoderBuilder:
 
     def embed_tokens(self, input_ids: str) -> str:
         g = self.g
-        table = self.ck.tensor(self.prefix + "embed_tokens.weight", self.storage)
-        stored = g.initializer("embed_tokens", table, elem_type=STORAGE_TYPES[self.storage])
+        name = self.prefix + "embed_tokens.weight"
+        storage = self.storage if self.quant is None else embedding_storage(self.storage, self.ck.info(name).dtype)
+        table = self.ck.tensor(name, storage)
+        stored = g.initializer("embed_tokens", table, elem_type=STORAGE_TYPES[storage])
         rows = g.gather(stored, input_ids)
-        return rows if self.storage == "float32" else g.cast(rows, FLOAT)
+        return rows if storage == "float32" else g.cast(rows, FLOAT)
 
     def head_rows(self, ids: list[int]) -> np.ndarray:
         """The lm_head rows for ``ids`` as float32 (H, len(ids)); reads only those rows."""
@@ -334,10 +348,12 @@ class DecoderBuilder:
 
 def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
                   image_token_id: int | None = None, deepstack_layers: int = 0, precision: str = "float32",
+                  quant: Quantization | None = None,
                   progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names. ``precision``:
-    compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring)."""
+    compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring).
+    ``quant``: every Linear as a block-quantized MatMulNBits (export/quantize.py)."""
     builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
                              image_token_id=image_token_id, deepstack_layers=deepstack_layers,
-                             precision=precision, progress=progress)
+                             precision=precision, quant=quant, progress=progress)
     return builder.build(Path(out_dir))

@@ -48,6 +48,7 @@ _NP_TO_ONNX = {
     np.dtype(np.int64): INT64,
     np.dtype(np.int32): TensorProto.INT32,
     np.dtype(np.bool_): BOOL,
+    np.dtype(np.uint8): TensorProto.UINT8,  # MatMulNBits' packed weights (export/quantize.py)
 }
 
 STORAGE_TYPES = {"float32": FLOAT, "float16": FLOAT16, "bfloat16": BFLOAT16}

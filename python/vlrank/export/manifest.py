@@ -6,6 +6,8 @@ Fields (format 1):
   family               "qwen3" (text Qwen3-Reranker) | "qwen3_vl" (Qwen3-VL-Reranker / -Embedding)
   task                 "rerank" | "embed"
   dtype                weight storage dtype of the ONNX files ("float32" | "float16" | "bfloat16")
+  quantization         null, or {"scheme": "int8" | "int4", "bits", "block_size", "accuracy_level",
+                       "symmetric": true, "op": "com.microsoft.MatMulNBits"} (export/quantize.py)
   dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
                        deepstack_layers (K of deepstack_embeds; 0 for text)
   special_tokens       yes, no, image_pad, vision_start, vision_end, im_start, im_end, endoftext

@@ -19,7 +19,9 @@ Semantics follow transformers' ``Qwen3VLVisionModel`` in float32 (the golden ref
 Precision (``precision``): "float32" computes everything in float32 (the CPU graph, exact). "float16" /
 "bfloat16" (CUDA graphs) run the block MatMuls and the attention in that dtype, with weights stored in it;
 LayerNorm, biases, activations, the residual stream, the patch / position embeddings and both outputs
-stay float32 (the outputs feed the decoder's float32 inputs).
+stay float32 (the outputs feed the decoder's float32 inputs). Quantized exports (``quant``): every block
+and merger Linear is a ``com.microsoft.MatMulNBits`` (export/quantize.py) computing in float32; the
+patch embedding (a Conv3d) and the position table stay in the storage dtype.
 
 Where the graph keeps its hyper-parameters: the model's ``metadata_props`` (``vlrank.vision.*``), so the
 runtime computes its rope tables with the numbers the graph was built for, without a second config file.
@@ -36,6 +38,7 @@ import onnx
 from vlrank.errors import ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint
 from vlrank.export.decoder import check_precision
+from vlrank.export.quantize import Quantization, matmul_nbits
 from vlrank.export.graph import FLOAT, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
 
 VISION_FILE = "vision.onnx"
@@ -93,7 +96,7 @@ class VisionSpec:
 
 class VisionBuilder:
     def __init__(self, ckpt: Checkpoint, dtype: str, *, precision: str = "float32",
-                 expose_stages: bool = False) -> None:
+                 quant: Quantization | None = None, expose_stages: bool = False) -> None:
         check_precision(precision, dtype)
         cfg = ckpt.vision_config
         if not cfg:
@@ -103,6 +106,7 @@ class VisionBuilder:
         self.storage = dtype
         self.precision = precision
         self.half = None if precision == "float32" else STORAGE_TYPES[precision]
+        self.quant = quant
         self._half_values: set[str] = set()
         self.prefix = self._prefix()
         self.g = Graph("vlrank_vision")
@@ -126,7 +130,12 @@ class VisionBuilder:
 
     def _linear(self, x: str, name: str) -> str:
         """nn.Linear with bias: x @ W.T + b. The MatMul runs in the compute dtype (``x`` may already be
-        in it); its output returns to float32 before the float32 bias is added."""
+        in it); its output returns to float32 before the float32 bias is added. Quantized exports: one
+        MatMulNBits on the block-quantized weight (float32 compute), then the same float32 bias."""
+        if self.quant is not None:
+            key = self.prefix + name + ".weight"
+            y = matmul_nbits(self.g, x, name, self.ck.raw(key), self.quant, stored=self.ck.info(key).dtype)
+            return self.g.add(y, self._f32_tensor(name + ".bias"))
         w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
         if self.half is not None:
             wt = self.g.initializer(name + ".weight", np.ascontiguousarray(w.T), elem_type=self.half)
@@ -281,8 +290,9 @@ def read_vision_metadata(metadata: dict[str, str]) -> dict[str, float | int]:
 
 
 def build_vision_graph(checkpoint: Checkpoint, out_dir: str | Path, dtype: str, *, precision: str = "float32",
-                       expose_stages: bool = False) -> list[str]:
+                       quant: Quantization | None = None, expose_stages: bool = False) -> list[str]:
     """Write vision.onnx (+ vision.onnx.data) into ``out_dir``; returns the file names written.
     ``precision``: compute dtype of MatMuls and attention (see decoder.check_precision).
     ``expose_stages`` adds every stage as an extra output (``vision.block0``, ...) for debugging."""
-    return VisionBuilder(checkpoint, dtype, precision=precision, expose_stages=expose_stages).build(Path(out_dir))
+    return VisionBuilder(checkpoint, dtype, precision=precision, quant=quant,
+                         expose_stages=expose_stages).build(Path(out_dir))
