@@ -100,7 +100,7 @@ def main() -> int:
     export_s = time.perf_counter() - t0
 
     rr = vlrank.Reranker(model_dir, providers="cpu")
-    benchlib.pin_threads(rr.runner, args.threads)
+    benchlib.pin_threads(rr, args.threads)
     docs = make_documents(rr.runner.tokenizer, n=args.docs, tokens=args.doc_tokens, seed=1)
 
     rows = []  # (label, seconds list, scores in document order)

@@ -147,7 +147,7 @@ def main() -> int:
     query_image = next(p for p in images if "1024x768" in p.name)
 
     rr = vlrank.Reranker(model_dir, providers="cpu")
-    benchlib.pin_threads(rr.runner, args.threads)
+    benchlib.pin_threads(rr, args.threads)
     counter = TowerCounter(rr)
 
     text_docs = [TEXT_DOCS[i % len(TEXT_DOCS)] + f" (passage {i})" for i in range(args.docs)]

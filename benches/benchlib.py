@@ -109,9 +109,9 @@ def run_reference(python: Path, task: str, checkpoint: Path, spec: dict, *, mode
     return out
 
 
-def pin_threads(runner, threads: int) -> None:
-    """Recreate the runner's ONNX Runtime sessions with ``threads`` intra-op threads (the facade lets ORT
-    size its pool to the machine; the bench pins both stacks to the same count)."""
+def pin_threads(task, threads: int) -> None:
+    """Recreate a Reranker's / Embedder's ONNX Runtime sessions with ``threads`` intra-op threads (the
+    facade lets ORT size its pool to the machine; the bench pins both stacks to the same count)."""
     import onnxruntime as ort
 
     def session(old):
@@ -122,9 +122,9 @@ def pin_threads(runner, threads: int) -> None:
         opts.log_severity_level = 3
         return ort.InferenceSession(old._model_path, sess_options=opts, providers=old.get_providers())
 
-    runner.session = session(runner.session)
-    if runner.has_vision:
-        tower = runner.tower()
+    task.runner.session = session(task.runner.session)
+    if task.runner.manifest.has_vision:
+        tower = task.tower()
         tower.session = session(tower.session)
 
 
