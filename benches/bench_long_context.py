@@ -166,6 +166,8 @@ def main() -> int:
     ap.add_argument("--reference-python", default=str(TFVENV) if TFVENV.exists() else None)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--memory-budget", type=int, default=None, help="bytes; default: vlrank's own default")
+    ap.add_argument("--section", default=None,
+                    help="RESULTS.md section to replace (default bench_long_context, _full with --full-depth)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     engines = set(args.engines.split(","))
@@ -198,7 +200,8 @@ def main() -> int:
     lines = [
         "## bench_long_context: one long pair at Qwen3-VL-2B widths (CPU, float32)",
         "",
-        f"Random checkpoint with the real 2B widths, {depth}; one cold call per case, each in its own process. "
+        f"Random checkpoint with the real 2B widths, {depth}; one call of the long pair per case, each in its own "
+        "process. "
         "Extra memory = RSS high-water mark after the call minus after loading (vlrank: after a short warm-up "
         "pair, so its memory-mapped weights are resident). transformers: "
         "benches/reference_transformers.py (SDPA, float32). vlrank's own estimate of the call (its memory "
@@ -215,11 +218,12 @@ def main() -> int:
     lines += ["", benchlib.machine_line(info, load_start, benchlib.load_average()),
               f"Run: `python benches/bench_long_context.py --lengths {args.lengths}"
               f"{' --images' if args.images else ''}{' --full-depth' if args.full_depth else ''}"
-              f" --engines {args.engines}` ({time.strftime('%Y-%m-%d')})."]
+              f" --engines {args.engines}{' --section ' + args.section if args.section else ''}`"
+              f" ({time.strftime('%Y-%m-%d')})."]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        benchlib.write_section("bench_long_context" + ("_full" if args.full_depth else ""), table)
+        benchlib.write_section(args.section or ("bench_long_context" + ("_full" if args.full_depth else "")), table)
     return 0
 
 

@@ -41,10 +41,14 @@ class VisionWidths:
 
 def vision_widths(vision_file: Path) -> VisionWidths | None:
     """The vision tower's hidden and MLP widths, read from its graph's initializer shapes (weights stay
-    in the external data file; nothing large is loaded). None when the graph has no vision MLP."""
+    in the external data file; nothing large is loaded). None when the graph has no vision MLP or cannot
+    be parsed (loading the tower then says what is wrong with it)."""
     import onnx
 
-    model = onnx.load(str(vision_file), load_external_data=False)
+    try:
+        model = onnx.load(str(vision_file), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable graph fails with its own error when the tower loads
+        return None
     fc1 = [tuple(t.dims) for t in model.graph.initializer if "blocks." in t.name and "linear_fc1" in t.name
            and len(t.dims) == 2]
     patch = [d.dim_value for i in model.graph.input if i.name == "pixel_values"

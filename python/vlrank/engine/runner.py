@@ -67,12 +67,12 @@ class ModelRunner:
         self.providers = providers_for_precision(self.manifest.precision, providers)
         self.ort_options = check_ort_options(ort_options)
         self.max_batch_size = max_batch_size
-        self.budget = self._budget(memory_budget)
-        # The planner's token budget (rows × longest) never exceeds what the memory budget holds.
-        self.batch_tokens = max(1, min(batch_tokens, self.budget.max_tokens()))
         self.tokenizer = load_tokenizer(self.manifest.file("tokenizer"))
         self.session = create_session(self.manifest.file("decoder"), providers=self.providers,
                                       ort_options=self.ort_options, precision=self.manifest.precision)
+        self.budget = self._budget(memory_budget)
+        # The planner's token budget (rows × longest) never exceeds what the memory budget holds.
+        self.batch_tokens = max(1, min(batch_tokens, self.budget.max_tokens()))
         self.output = self.manifest.decoder_output
         self.family = self.manifest.family
         self.pad_id = self.manifest.pad_id
@@ -189,7 +189,10 @@ def _decoder_intermediate(decoder_file: Path, hidden: int) -> int:
     whose MLP weights are stored otherwise (e.g. quantized) gives Qwen3's ratio, 3 × hidden."""
     import onnx
 
-    model = onnx.load(str(decoder_file), load_external_data=False)
+    try:
+        model = onnx.load(str(decoder_file), load_external_data=False)
+    except Exception:  # noqa: BLE001 - only reached after ONNX Runtime loaded the same file
+        return 3 * hidden
     for t in model.graph.initializer:
         if "mlp.gate_proj" in t.name and len(t.dims) == 2 and hidden in t.dims:
             return int(max(t.dims))
