@@ -102,8 +102,8 @@ with open("/proc/self/clear_refs", "w") as fh:  # VmHWM := current RSS (loading'
     fh.write("5")
 loaded = hwm()
 query = spec["query"]
-docs = [[*({"type": "image_url", "image_url": {"url": "file://" + p}} for p in spec["images"]),
-         {"type": "text", "text": spec["document"]}]] if spec["images"] else [spec["document"]]
+docs = [{"content": [*({"type": "image_url", "image_url": {"url": "file://" + p}} for p in spec["images"]),
+                     {"type": "text", "text": spec["document"]}]}] if spec["images"] else [spec["document"]]
 t = time.perf_counter()
 try:
     out = rr.rerank(query, docs)
@@ -146,7 +146,7 @@ def extra_gb(result: dict | None) -> str:
     if not result:
         return "–"
     if "refused" in result:
-        return "refused (budget)"
+        return "refused (budget)" if result["refused"].startswith("MemoryBudgetError") else "error"
     if "error" in result:
         return "failed"
     return f"{(result['hwm_peak_mb'] - result['hwm_loaded_mb']) / 1024:.2f} GB"
