@@ -111,10 +111,15 @@ except vlrank.VlrankError as exc:
     print(json.dumps({"refused": f"{type(exc).__name__}: {exc}", "hwm_loaded_mb": loaded}))
     sys.exit(0)
 seconds = time.perf_counter() - t
+from PIL import Image
+sizes = [Image.open(p).size for p in spec["images"]]
+image_tokens = [vlrank.image_tokens(height=h, width=w) for w, h in sizes]
+budget = rr.runner.budget
+estimate = (budget.row_bytes(out["usage"]["prompt_tokens"], sum(image_tokens))
+            + budget.vision_bytes(4 * max(image_tokens, default=0)))
 print(json.dumps({"seconds": seconds, "hwm_loaded_mb": loaded, "hwm_peak_mb": hwm(),
                   "tokens": out["usage"]["prompt_tokens"], "score": out["results"][0]["relevance_score"],
-                  "memory_budget": rr.runner.memory_budget,
-                  "estimate_mb": rr.runner.budget.row_bytes(out["usage"]["prompt_tokens"]) / 2**20}))
+                  "memory_budget": rr.runner.memory_budget, "estimate_mb": estimate / 2**20}))
 """
 
 
