@@ -36,6 +36,8 @@ import vlrank
 from vlrank.synthetic import TextShape, write_random_qwen3
 
 SHAPE = TextShape(hidden=256, layers=4, heads=8, kv_heads=4, head_dim=32, intermediate=768)
+# --real-width: Qwen3-Reranker-0.6B's widths (hidden 1024, 16 / 8 heads, head_dim 128, FFN 3072), 4 layers.
+REAL_WIDTH = TextShape(hidden=1024, layers=4, heads=16, kv_heads=8, head_dim=128, intermediate=3072)
 QUERY = "Which city is the capital of France and what river runs through it?"
 WORDS = ("the of and to in is was for on that with as by at from this are be it an or which search query "
          "document capital city river mountain data model rank score image text language paris france "
@@ -78,11 +80,16 @@ def main() -> int:
                     help="a Python with torch + transformers (default /work/refvenv/bin/python if present)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and export here")
+    ap.add_argument("--real-width", action="store_true",
+                    help="Qwen3-Reranker-0.6B widths, 4 layers (own RESULTS.md section bench_rerank_real_width)")
     ap.add_argument("--no-write", action="store_true", help="do not touch benches/RESULTS.md")
     ap.add_argument("--json", action="store_true", help="also print one JSON object")
     args = ap.parse_args()
     if args.quick:
         args.docs, args.repeats, args.reference_repeats, args.no_write = 8, 2, 1, True
+    if args.real_width:
+        global SHAPE
+        SHAPE = REAL_WIDTH
 
     ref_python = None if args.no_reference else benchlib.reference_python(args.reference_python)
     if ref_python is None:
@@ -92,11 +99,11 @@ def main() -> int:
     load_start = benchlib.load_average()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vlrank-bench-rerank-"))
-    ckpt = work / "Qwen3-Reranker-random"
+    ckpt = work / ("Qwen3-Reranker-random" + ("-real-width" if args.real_width else ""))
     if not (ckpt / "model.safetensors").is_file():
         write_random_qwen3(ckpt, shape=SHAPE, seed=0, tokenizer_json=benchlib.tokenizer_json())
     t0 = time.perf_counter()
-    model_dir = vlrank.export(ckpt, work / f"exported-{args.dtype}", dtype=args.dtype, progress=False)
+    model_dir = vlrank.export(ckpt, work / f"exported-{ckpt.name}-{args.dtype}", dtype=args.dtype, progress=False)
     export_s = time.perf_counter() - t0
 
     rr = vlrank.Reranker(model_dir, providers="cpu")
@@ -162,7 +169,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"bench": "rerank", "rows": summary, "load": [load_start, load_end], **info}))
     if not args.no_write:
-        benchlib.write_section("bench_rerank", md)
+        benchlib.write_section("bench_rerank" + ("_real_width" if args.real_width else ""), md)
     return 0
 
 

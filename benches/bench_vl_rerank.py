@@ -37,6 +37,11 @@ from vlrank.synthetic import TextShape, VisionShape, write_random_qwen3_vl
 TEXT = TextShape(hidden=256, layers=4, heads=8, kv_heads=4, head_dim=32, intermediate=768)
 VISION = VisionShape(hidden=256, depth=4, heads=4, intermediate=1024, num_position_embeddings=2304,
                      deepstack_layers=(0, 2))
+# --real-width: Qwen3-VL-2B's widths (text 2048, 16 / 8 heads, head_dim 128, FFN 6144; vision 1024, 16
+# heads, FFN 4096), 4 text and 4 vision layers.
+REAL_TEXT = TextShape(hidden=2048, layers=4, heads=16, kv_heads=8, head_dim=128, intermediate=6144)
+REAL_VISION = VisionShape(hidden=1024, depth=4, heads=16, intermediate=4096, num_position_embeddings=2304,
+                          deepstack_layers=(1, 2, 3))
 SIZES = ((448, 448, "jpg"), (640, 480, "png"), (1024, 768, "jpg"))  # (width, height, format)
 TEXT_QUERY = "A photo of a red bicycle leaning against a stone wall"
 IMAGE_QUERY_TEXT = "Find passages that describe this picture."
@@ -123,11 +128,16 @@ def main() -> int:
                     help="a Python with torch + transformers (default /work/refvenv/bin/python if present)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint, images and export here")
+    ap.add_argument("--real-width", action="store_true",
+                    help="Qwen3-VL-2B widths, 4 layers (own RESULTS.md section bench_vl_rerank_real_width)")
     ap.add_argument("--no-write", action="store_true", help="do not touch benches/RESULTS.md")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.docs, args.repeats, args.reference_repeats, args.no_write = 4, 2, 1, True
+    if args.real_width:
+        global TEXT, VISION
+        TEXT, VISION = REAL_TEXT, REAL_VISION
 
     ref_python = None if args.no_reference else benchlib.reference_python(args.reference_python)
     if ref_python is None:
@@ -137,11 +147,11 @@ def main() -> int:
     load_start = benchlib.load_average()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vlrank-bench-vl-"))
-    ckpt = work / "Qwen3-VL-Reranker-random"
+    ckpt = work / ("Qwen3-VL-Reranker-random" + ("-real-width" if args.real_width else ""))
     if not (ckpt / "model.safetensors").is_file():
         write_random_qwen3_vl(ckpt, text=TEXT, vision=VISION, seed=0, tokenizer_json=benchlib.tokenizer_json())
     t0 = time.perf_counter()
-    model_dir = vlrank.export(ckpt, work / "exported-float32", task="rerank", dtype="float32", progress=False)
+    model_dir = vlrank.export(ckpt, work / f"exported-{ckpt.name}-float32", task="rerank", dtype="float32", progress=False)
     export_s = time.perf_counter() - t0
     images = make_images(work / "images", args.docs, seed=3)
     query_image = next(p for p in images if "1024x768" in p.name)
@@ -219,7 +229,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"bench": "vl_rerank", "rows": summary, "load": [load_start, load_end], **info}))
     if not args.no_write:
-        benchlib.write_section("bench_vl_rerank", md)
+        benchlib.write_section("bench_vl_rerank" + ("_real_width" if args.real_width else ""), md)
     return 0
 
 

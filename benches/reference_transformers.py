@@ -5,8 +5,9 @@ they are never vlrank dependencies); the vlrank benches call this script and pri
     python benches/reference_transformers.py text-rerank --checkpoint DIR --pairs pairs.json --mode loop
     python benches/reference_transformers.py vl-rerank   --checkpoint DIR --pairs pairs.json --mode batched
 
-`pairs.json`: {"query": ..., "documents": [...], "instruction": null, "repeats": 3}; for vl-rerank a side is
-{"texts": [...], "images": [paths]}. Prints one JSON object: per-repeat wall seconds, scores, versions.
+`pairs.json`: {"query": ..., "documents": [...], "instruction": null, "repeats": 3, "warmup": true}; for
+vl-rerank a side is {"texts": [...], "images": [paths]}. Prints one JSON object: per-repeat wall seconds,
+scores, the RSS high-water mark after loading and after the calls (MB), versions.
 """
 
 from __future__ import annotations
@@ -134,14 +135,39 @@ def _run(score, items: list, mode: str) -> list[float]:
     return score(items)
 
 
+def _hwm_mb() -> float:
+    """This process's resident-set high-water mark (VmHWM), MB; 0 where /proc is missing."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _reset_hwm() -> float:
+    """Reset VmHWM to the current RSS (Linux: ``5`` to /proc/self/clear_refs) and return it, MB: loading
+    peaks above the loaded model (weights converted from bf16), which would hide the calls' own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return _hwm_mb()
+
+
 def _timed(fn, spec: dict) -> dict:
-    fn()  # warm-up
+    loaded_mb = _reset_hwm()  # the model is loaded; everything above this is the calls' own memory
+    if spec.get("warmup", True):
+        fn()
     seconds = []
     for _ in range(int(spec.get("repeats", 3))):
         start = time.perf_counter()
         scores = fn()
         seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds, "scores": scores, "torch": torch.__version__,
+    return {"seconds": seconds, "scores": scores, "hwm_loaded_mb": loaded_mb, "hwm_peak_mb": _hwm_mb(),
+            "torch": torch.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "numpy": np.__version__}
 

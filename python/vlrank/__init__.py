@@ -13,6 +13,7 @@ from vlrank.errors import (
     ImageFetchError,
     ImageTooLargeError,
     InvalidInputError,
+    MemoryBudgetError,
     ModelDirectoryError,
     RuntimeUnavailableError,
     TokenizerError,

@@ -41,6 +41,11 @@ class ContextTooLongError(InvalidInputError):
     """A prompt (with its image tokens) cannot fit the model's context."""
 
 
+class MemoryBudgetError(ContextTooLongError):
+    """A pair (with its images) needs more working memory than the model's ``memory_budget``; refused
+    before any work (the message says the shorter ``max_length`` that fits, or to raise the budget)."""
+
+
 class TokenizerError(VlrankError, ValueError):
     """A tokenizer file is missing or unusable."""
 
@@ -78,6 +83,7 @@ __all__ = [
     "ImageTooLargeError",
     "ImageFetchError",
     "ContextTooLongError",
+    "MemoryBudgetError",
     "TokenizerError",
     "ModelDirectoryError",
     "RuntimeUnavailableError",

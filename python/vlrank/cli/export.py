@@ -1,5 +1,5 @@
-"""``vlrank export SRC OUT [--task rerank|embed] [--dtype float32|float16|bfloat16] [--quantize int8|int4
-[--block-size N]]``."""
+"""``vlrank export SRC OUT [--task rerank|embed] [--precision float32|float16|bfloat16] [--dtype ...]
+[--quantize int8|int4 [--block-size N]]``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from vlrank.cli.common import write_json
 EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
   vlrank export ./Qwen3-VL-Embedding-2B out/emb --task embed --dtype float16
+  vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr-gpu --precision bfloat16   # half compute, for CUDA
   vlrank export ./my-ckpt out/rr --task rerank --name my-reranker --quiet
   vlrank export ./Qwen3-VL-Reranker-8B out/rr8-int4 --quantize int4   # 8B on a CPU box (docs/precision.md)
 """
@@ -26,8 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--task", choices=["rerank", "embed"], default=None,
                    help="default: from the checkpoint name (-Reranker / -Embedding)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="weight storage in the ONNX files (compute is float32); default float32")
+    p.add_argument("--precision", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="compute dtype of the graphs: float32 runs on the CPU (and CUDA); float16 / bfloat16 "
+                   "run MatMuls and attention in half precision and load only with CUDA "
+                   "(onnxruntime-gpu). Default float32")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="weight storage in the ONNX files; default: the --precision (float32 weights for "
+                   "float32 compute may also be stored as float16 / bfloat16)")
     p.add_argument("--quantize", default=None, metavar="int8|int4",
                    help="weight-only block quantization of every Linear (com.microsoft.MatMulNBits, float32 "
                    "compute); default: none. Which to pick: docs/precision.md")
@@ -42,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.engine.manifest import read_manifest
     from vlrank.export import export
 
-    out = export(args.src, args.out, task=args.task, dtype=args.dtype, progress=not args.quiet, name=args.name,
-                 **_quantize_options(args))
+    dtype = args.dtype or args.precision
+    out = export(args.src, args.out, task=args.task, dtype=dtype, precision=args.precision,
+                 progress=not args.quiet, name=args.name, **_quantize_options(args))
     m = read_manifest(out)
     summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.dtype,
-               "files": m.files}
+               "precision": m.precision, "provider": m.provider, "files": m.files}
     if m.quantization:
         summary["quantization"] = m.quantization
     write_json(summary, indent=2)

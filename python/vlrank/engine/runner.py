@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from vlrank import _native
+from vlrank.engine.budget import MemoryBudget, check_budget, default_budget, vision_widths
 from vlrank.engine.export_cache import resolve_model_dir
 from vlrank.engine.manifest import check_graph, check_tokenizer, read_manifest
-from vlrank.engine.sessions import check_ort_options, create_session
+from vlrank.engine.sessions import check_ort_options, create_session, providers_for_precision
 from vlrank.engine.tokenizers import load_tokenizer
 from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError, VlrankError
 
@@ -40,13 +41,19 @@ class ModelRunner:
     ``run(rows, image_batch)`` plans token-budgeted batches with the native planner (length-sorted),
     right-pads them, feeds image features when the rows have images, and returns the decoder output of
     every row in input order. Right padding never changes a row's result (see export/decoder.py).
+
+    ``memory_budget`` (bytes; None: half of the RAM the loaded model leaves free) bounds the working
+    memory of every session run (engine/budget.py): batches are planned within it, and a row that cannot
+    fit it alone is refused with MemoryBudgetError before any image is decoded or any graph runs.
     """
 
     def __init__(self, model: str | Path, *, task: str, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, ort_options: Mapping[str, str] | None = None) -> None:
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, ort_options: Mapping[str, str] | None = None,
+                 memory_budget: int | None = None) -> None:
         for value, fld in ((batch_tokens, "batch_tokens"), (max_batch_size, "max_batch_size")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{fld}={value!r}; pass a positive integer", field=fld)
+        memory_budget = check_budget(memory_budget)
         self.dir = resolve_model_dir(model, task=task)
         self.manifest = read_manifest(self.dir)
         if self.manifest.task != task:
@@ -56,15 +63,18 @@ class ModelRunner:
                 f"with task='{task}'",
                 field="model",
             )
-        self.providers = providers
+        # A half-precision export without CUDA is refused here, before anything is loaded.
+        self.providers = providers_for_precision(self.manifest.precision, providers)
         self.ort_options = check_ort_options(ort_options)
-        self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.tokenizer = load_tokenizer(self.manifest.file("tokenizer"))
         check_tokenizer(self.manifest, self.tokenizer)
-        self.session = create_session(self.manifest.file("decoder"), providers=providers,
-                                      ort_options=self.ort_options)
+        self.session = create_session(self.manifest.file("decoder"), providers=self.providers,
+                                      ort_options=self.ort_options, precision=self.manifest.precision)
         check_graph(self.manifest, self.session, graph="decoder")
+        self.budget = self._budget(memory_budget)
+        # The planner's token budget (rows × longest) never exceeds what the memory budget holds.
+        self.batch_tokens = max(1, min(batch_tokens, self.budget.max_tokens()))
         self.output = self.manifest.decoder_output
         self.family = self.manifest.family
         self.pad_id = self.manifest.pad_id
@@ -72,10 +82,36 @@ class ModelRunner:
         self.hidden = self.manifest.dims.hidden_size
         self.deepstack = self.manifest.dims.deepstack_layers
 
+    @property
+    def memory_budget(self) -> int:
+        return self.budget.budget
+
+    def _budget(self, memory_budget: int | None) -> MemoryBudget:
+        m = self.manifest
+        weights = sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file())
+        vision = vision_widths(m.file("vision")) if m.has_vision else None
+        intermediate = _decoder_intermediate(m.file("decoder"), m.dims.hidden_size)
+        return MemoryBudget(budget=memory_budget or default_budget(weights), hidden=m.dims.hidden_size,
+                            heads=m.dims.num_heads, kv_heads=m.dims.num_kv_heads, head_dim=m.dims.head_dim,
+                            intermediate=intermediate, deepstack=m.dims.deepstack_layers, vision=vision)
+
+    def check_rows(self, rows: list[Row]) -> None:
+        """MemoryBudgetError for the first row that cannot fit the memory budget alone (nothing runs)."""
+        for row in rows:
+            self.budget.check_row(len(row.ids), image_tokens=sum(img.num_tokens for img in row.images),
+                                  max_patches=max((img.grid_h * img.grid_w for img in row.images), default=0))
+
     def run_calls(self, prepared: list, image_batch, result: Callable[[Any, np.ndarray], dict]) -> list:
         """The rows of many prepared calls (objects with ``.rows``) through ONE batch plan; ``result(call,
-        outputs)`` builds each call's answer. A call that failed to prepare keeps its error in place, so
-        one bad request never fails the others (the server packs many requests this way)."""
+        outputs)`` builds each call's answer. A call that failed to prepare, or whose rows cannot fit the
+        memory budget, keeps its error in place, so one bad request never fails the others (the server
+        packs many requests this way)."""
+        for i, p in enumerate(prepared):
+            if not isinstance(p, VlrankError):
+                try:
+                    self.check_rows(p.rows)
+                except VlrankError as exc:
+                    prepared[i] = exc
         rows = [row for p in prepared if not isinstance(p, VlrankError) for row in p.rows]
         outputs = self.run(rows, image_batch)
         results: list = []
@@ -93,12 +129,12 @@ class ModelRunner:
         feed) gives the rows' M-RoPE positions and image features; None for text-only rows."""
         if not rows:
             return np.zeros((0,), np.float32)
+        self.check_rows(rows)
         lengths = [len(r.ids) for r in rows]
         plan = _native.plan_batches(lengths, max_batch_size=self.max_batch_size, token_budget=self.batch_tokens)
         results: list[np.ndarray | None] = [None] * len(rows)
         vl = self.family == "qwen3_vl"
-        for batch in plan:
-            idx = [int(i) for i in batch]
+        for idx in self._within_budget([[int(i) for i in batch] for batch in plan], rows):
             batch_rows = [rows[i] for i in idx]
             positions = None
             if vl:
@@ -127,10 +163,42 @@ class ModelRunner:
                 results[i] = out[j]
         return np.stack(results)
 
+    def _within_budget(self, plan: list[list[int]], rows: list[Row]) -> list[list[int]]:
+        """The plan with every batch whose image features push it over the memory budget split in two
+        (recursively; a single row always fits, ``check_rows`` made sure). The native planner counts
+        tokens only, so image rows are checked here."""
+        out: list[list[int]] = []
+        todo = list(reversed(plan))
+        while todo:
+            idx = todo.pop()
+            need = self.budget.batch_bytes([len(rows[i].ids) for i in idx],
+                                           [sum(img.num_tokens for img in rows[i].images) for i in idx])
+            if len(idx) > 1 and need > self.budget.budget:
+                half = len(idx) // 2
+                todo += [idx[half:], idx[:half]]
+            else:
+                out.append(idx)
+        return out
+
     def _positions(self, row: Row, image_batch) -> np.ndarray:
         if row.images:
             return image_batch.positions(row.ids, row.images, image_pad_id=self.image_pad_id)
         return np.broadcast_to(np.arange(len(row.ids), dtype=np.int64), (3, len(row.ids))).copy()
+
+
+def _decoder_intermediate(decoder_file: Path, hidden: int) -> int:
+    """The decoder's MLP width, from the graph's gate_proj initializer shape (no weights are read); a graph
+    whose MLP weights are stored otherwise (e.g. quantized) gives Qwen3's ratio, 3 × hidden."""
+    import onnx
+
+    try:
+        model = onnx.load(str(decoder_file), load_external_data=False)
+    except Exception:  # noqa: BLE001 - only reached after ONNX Runtime loaded the same file
+        return 3 * hidden
+    for t in model.graph.initializer:
+        if "mlp.gate_proj" in t.name and len(t.dims) == 2 and hidden in t.dims:
+            return int(max(t.dims))
+    return 3 * hidden
 
 
 __all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_BATCH_SIZE", "Row", "ModelRunner"]

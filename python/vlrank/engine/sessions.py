@@ -66,9 +66,40 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def providers_for_precision(precision: str, providers: str | Sequence[str] | None, *,
+                            available: Sequence[str] | None = None) -> list[str]:
+    """The providers to run an export of ``precision`` on. float32 graphs run anywhere
+    (``resolve_providers``). A float16 / bfloat16 graph is built for CUDA: with CUDA available it runs on
+    the CUDA EP; without it, or with providers that leave CUDA out, it is refused — ONNX Runtime's CPU EP
+    has no half kernels for most of its ops and would fall back op by op (silently slow and
+    off-reference), so the message names the export to make instead. ``available``: the providers of
+    this onnxruntime (default: ask it)."""
+    if precision == "float32":
+        return resolve_providers(providers)
+    have = list(_ort().get_available_providers() if available is None else available)
+    remake = ("export a float32 model for the CPU (`vlrank export SRC OUT --precision float32`, or "
+              "vlrank.export(..., precision='float32'))")
+    explicit = providers is not None and providers != "auto"
+    if explicit:
+        wanted = _ALIASES.get(providers.lower(), []) if isinstance(providers, str) else list(providers)
+        if isinstance(providers, str) and providers.lower() not in _ALIASES:
+            resolve_providers(providers)  # raises the providers error
+        if CUDA not in wanted:
+            raise InvalidInputError(
+                f"providers={providers!r} leaves out CUDA, but this is a {precision} export, built for "
+                f"CUDAExecutionProvider; pass providers='cuda' (with onnxruntime-gpu), or {remake}",
+                field="providers")
+    if CUDA not in have:
+        raise ModelDirectoryError(
+            f"this is a {precision} export, built for CUDAExecutionProvider, and this onnxruntime has no CUDA "
+            f"(providers: {have}); install onnxruntime-gpu on a CUDA machine, or {remake}", field="model")
+    return [CUDA, CPU] if CPU in have else [CUDA]
+
+
 def create_session(model_path: str | Path, *, providers: str | Sequence[str] | None = None,
-                   ort_options: Mapping[str, str] | None = None):
-    """An InferenceSession with full graph optimisation on the chosen providers.
+                   ort_options: Mapping[str, str] | None = None, precision: str = "float32"):
+    """An InferenceSession with full graph optimisation on the providers ``providers_for_precision``
+    chooses for a graph of ``precision`` (the export's compute dtype).
 
     ``ort_options``: ONNX Runtime session config entries (``SessionOptions.add_session_config_entry``),
     e.g. ``{"session.intra_op.allow_spinning": "0"}`` — a server sets it so idle ORT threads do not spin
@@ -83,7 +114,8 @@ def create_session(model_path: str | Path, *, providers: str | Sequence[str] | N
     for key, value in check_ort_options(ort_options).items():
         options.add_session_config_entry(key, value)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(providers))
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=providers_for_precision(precision, providers))
     except (RuntimeUnavailableError, InvalidInputError):
         raise
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
@@ -102,4 +134,4 @@ def check_ort_options(ort_options: object) -> dict[str, str]:
     return dict(ort_options)
 
 
-__all__ = ["CPU", "CUDA", "resolve_providers", "create_session", "check_ort_options"]
+__all__ = ["CPU", "CUDA", "resolve_providers", "providers_for_precision", "create_session", "check_ort_options"]

@@ -96,7 +96,7 @@ class Task:
     def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  name: str | None = None, fetch_policy: FetchPolicy | None = None,
-                 ort_options: Mapping[str, str] | None = None) -> None:
+                 ort_options: Mapping[str, str] | None = None, memory_budget: int | None = None) -> None:
         self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
         if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
             raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
@@ -104,7 +104,7 @@ class Task:
         if max_length is not None:  # fail before loading anything
             check_max_length(max_length, default=0, context=CONTEXT_TOKENS)
         self.runner = ModelRunner(model, task=self.task, providers=providers, batch_tokens=batch_tokens,
-                                  ort_options=ort_options)
+                                  ort_options=ort_options, memory_budget=memory_budget)
         m = self.runner.manifest
         self.max_length = check_max_length(max_length, default=m.max_length, context=m.context_length)
         self.name = name or m.name

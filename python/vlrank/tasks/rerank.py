@@ -37,7 +37,9 @@ class Reranker(Task):
     once into ``$VLRANK_CACHE`` or ~/.cache/vlrank) or a hub id. ``providers``: None/"auto", "cpu",
     "cuda" or ONNX Runtime provider names. ``batch_tokens``: rows × longest prompt per decoder run.
     ``ort_options``: ONNX Runtime session config entries for every session of the model (e.g.
-    ``{"session.intra_op.allow_spinning": "0"}`` in a server).
+    ``{"session.intra_op.allow_spinning": "0"}`` in a server). ``memory_budget``: bytes of working memory
+    one decoder or vision run may use (default: half of the RAM the loaded model leaves free); a pair that
+    cannot fit it is refused with MemoryBudgetError before any work (see vlrank/engine/budget.py).
     """
 
     task = "rerank"
