@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 wheel="$(bash scripts/build-wheel.sh dist | tail -n 1)"
 python -m pip install -q "${wheel}[test]"
 export VLRANK_TEST_WHEEL="$PWD/$wheel"
-cargo test --release --quiet
+# fastbuild: release optimisation without LTO — the unit tests need speed, not the wheel's link-time work
+cargo test --profile fastbuild --quiet
 python -m pytest -q -p no:cacheprovider
