@@ -120,3 +120,69 @@ def test_forty_giant_canvases_are_413_and_the_server_keeps_serving(capped_server
     ok = httpx.post(url + "/v1/rerank", json={"model": VL_RERANK, "query": query, "documents": normal}, timeout=120)
     assert ok.status_code == 200, ok.text
     assert without_id(ok.json()) == without_id(library[VL_RERANK].rerank(query, normal))
+
+
+# ---- the cap itself: exact at its boundary, settable in the library, the settings and the CLI -----------
+
+PHOTO = "photo_like_200x150.jpg"  # 200 x 150 = 30,000 pixels
+
+
+def test_max_image_pixels_is_exact_at_its_boundary(exported_models, library):
+    import vlrank
+    from vlrank.errors import ImageTooLargeError
+
+    docs = ["text", {"content": [image_part(PHOTO)]}]
+    at = vlrank.Reranker(str(exported_models[VL_RERANK]), name=VL_RERANK, max_image_pixels=200 * 150)
+    assert without_id(at.rerank("q", docs)) == without_id(library[VL_RERANK].rerank("q", docs))
+    below = vlrank.Reranker(str(exported_models[VL_RERANK]), max_image_pixels=200 * 150 - 1)
+    with pytest.raises(ImageTooLargeError) as info:
+        below.rerank("q", docs)
+    assert info.value.field == "documents[1].content[0].image_url.url"
+    assert "200 x 150" in info.value.message and "max_image_pixels = 29999" in info.value.message
+    assert "downscale" in info.value.message
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "64"])
+def test_max_image_pixels_must_be_a_positive_int(exported_models, bad):
+    import vlrank
+    from vlrank.errors import InvalidInputError
+    from vlrank.server import ServerSettings
+
+    with pytest.raises(InvalidInputError, match="max_image_pixels") as info:
+        vlrank.Reranker(str(exported_models[VL_RERANK]), max_image_pixels=bad)
+    assert info.value.field == "max_image_pixels"
+    with pytest.raises(InvalidInputError, match="max_image_pixels"):
+        ServerSettings(max_image_pixels=bad)
+
+
+def test_served_max_image_pixels_follows_the_settings(exported_models, library):
+    from server_support import LiveServer
+    from vlrank.inputs import FetchPolicy
+    from vlrank.server import ServerSettings, create_app, spec_from_path
+
+    settings = ServerSettings(max_image_pixels=200 * 150 - 1)
+    spec = spec_from_path(VL_RERANK, exported_models[VL_RERANK], policy=FetchPolicy(allow_local_files=False),
+                          max_image_pixels=settings.max_image_pixels)
+    with LiveServer(create_app({VL_RERANK: spec}, settings=settings)) as server:
+        body = {"model": VL_RERANK, "query": "q", "documents": ["text", {"content": [image_part(PHOTO)]}]}
+        r = httpx.post(server.url + "/v1/rerank", json=body, timeout=60)
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["param"] == "documents[1].content[0].image_url.url", r.text
+        assert "max_image_pixels = 29999" in r.json()["error"]["message"], r.text
+        ok = httpx.post(server.url + "/v1/rerank", json={**body, "documents": ["text", "more text"]}, timeout=60)
+        assert ok.status_code == 200, ok.text
+        assert without_id(ok.json()) == without_id(library[VL_RERANK].rerank("q", ["text", "more text"]))
+
+
+def test_serve_flag_sets_max_image_pixels():
+    import argparse
+
+    from vlrank.cli import serve
+    from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
+    from vlrank.server import ServerSettings
+
+    assert DEFAULT_MAX_IMAGE_PIXELS == ServerSettings().max_image_pixels == 64 * 1024 * 1024
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    assert parser.parse_args(["serve", "--model", "a=b"]).max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+    assert parser.parse_args(["serve", "--model", "a=b", "--max-image-pixels", "1000"]).max_image_pixels == 1000
