@@ -253,7 +253,7 @@ def check_image_pixels(*, height: int, width: int, max_image_pixels: int, max_pi
     scale = (max_image_pixels / (height * width)) ** 0.5
     fit_w, fit_h = max(1, int(width * scale)), max(1, int(height * scale))
     raise ImageTooLargeError(
-        f"{name}: a {width} x {height} image ({height * width / 1e6:.1f} megapixels) is over "
+        f"{name}: a {width} x {height} image ({height * width / 1e6:.1f} megapixels) is over the decode limit "
         f"max_image_pixels = {max_image_pixels} ({max_image_pixels / 1e6:.1f} megapixels); the model sees at most "
         f"max_pixels = {max_pixels} of it, so downscale it first (e.g. to {fit_w} x {fit_h} or smaller) or raise "
         "max_image_pixels", field=name)
