@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--drain-timeout", type=float, default=20.0, metavar="S",
                         help="on SIGTERM / Ctrl-C, seconds queued requests get to finish before they are "
                              "answered 503 with Retry-After (default 20)")
+    parser.add_argument("--max-image-pixels", type=int, default=64 * 1024 * 1024, metavar="N",
+                        help="source pixels one image may have, checked from its header before decoding "
+                             "(default 67108864 = 8192 x 8192; more -> 413; the model sees at most max_pixels)")
     parser.add_argument("--docs", action="store_true",
                         help="serve Swagger UI at /docs (it loads its scripts from a CDN; /openapi.json is "
                              "always served)")
@@ -101,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
         keep_alive_s=args.keep_alive_timeout,
         drain_timeout_s=args.drain_timeout,
         docs=args.docs,
+        max_image_pixels=args.max_image_pixels,
     )
     policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
     # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
-    specs = {name: spec_from_path(name, path, policy=policy) for name, path in parse_model_args(args.models).items()}
+    specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels)
+             for name, path in parse_model_args(args.models).items()}
     app = create_app(specs, settings=settings)
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print("vlrank serve: warning: no API key and listening beyond localhost", file=sys.stderr)

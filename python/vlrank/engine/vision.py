@@ -28,7 +28,13 @@ from vlrank import _native
 from vlrank.engine.sessions import create_session
 from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
-from vlrank.preprocess.images import preprocess_native_items, probe_native_items, resized_size
+from vlrank.preprocess.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_image_pixels,
+    preprocess_native_items,
+    probe_native_items,
+    resized_size,
+)
 
 
 def payload_key(payload: bytes | np.ndarray) -> str:
@@ -130,10 +136,13 @@ class VisionTower:
 class ImageBatch:
     """Images of one call: preprocess and encode each distinct image once, hand out decoder feeds."""
 
-    def __init__(self, tower: VisionTower, *, min_pixels: int, max_pixels: int) -> None:
+    def __init__(self, tower: VisionTower, *, min_pixels: int, max_pixels: int,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.tower = tower
         self.min_pixels = int(min_pixels)
         self.max_pixels = int(max_pixels)
+        # Source pixels per image, refused from the header in _probe (and the native decode limit).
+        self.max_image_pixels = int(max_image_pixels)
         self._prepared: dict[tuple[str, int, int], PreparedImage] = {}
         self._encoded: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -173,6 +182,8 @@ class ImageBatch:
                                             "(H, W, 3) or (H, W, 4) uint8", field=origin)
                 sizes[key] = (int(payload.shape[0]), int(payload.shape[1]))
             height, width = sizes[key]
+            check_image_pixels(height=height, width=width, max_image_pixels=self.max_image_pixels,
+                               max_pixels=self.max_pixels, name=origin)
             rh, rw = resized_size(height=height, width=width, min_pixels=self.min_pixels,
                                   max_pixels=self.max_pixels, name=origin)
             patch = self.tower.patch
@@ -185,7 +196,8 @@ class ImageBatch:
         if not pending:
             return
         results = preprocess_native_items([img.payload for img in pending], min_pixels=self.min_pixels,
-                                          max_pixels=self.max_pixels, names=[img.origin for img in pending])
+                                          max_pixels=self.max_pixels, max_decode_pixels=self.max_image_pixels,
+                                          names=[img.origin for img in pending])
         for img, result in zip(pending, results):
             pixels, (_, gh, gw) = result.pixel_values, (int(v) for v in result.grid_thw[0])
             if (int(gh), int(gw)) != (img.grid_h, img.grid_w):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence, Union
 import numpy as np
 
 from vlrank import _native
-from vlrank.errors import InvalidInputError, VlrankError, named_field
+from vlrank.errors import ImageTooLargeError, InvalidInputError, VlrankError, named_field
 
 DEFAULT_MIN_PIXELS = int(_native.DEFAULT_MIN_PIXELS)
 DEFAULT_MAX_PIXELS = int(_native.DEFAULT_MAX_PIXELS)
@@ -24,6 +24,11 @@ IMAGE_FACTOR = int(_native.IMAGE_FACTOR)  # pixels per image-token side: 16-pixe
 DEFAULT_MAX_DECODE_PIXELS = int(_native.DEFAULT_MAX_DECODE_PIXELS)
 # Decoded bytes (decoder output + resize buffers) one call holds at once, estimated from headers.
 DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT = int(_native.DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT)
+# Source pixels one image of a model call may have (checked from its header, before any decode). The model
+# sees at most max_pixels (1.3 MP by default) of an image, so a larger source only costs decode memory and
+# time: 64 MiP (8192 x 8192, ~200 MB of RGB) still takes 48-64 MP phone and 61 MP camera photos whole,
+# while a 13000 x 13000 canvas (a 35-byte GIF can claim one) is refused instead of decoded (~700 MB, ~2.5 s).
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 # A path (str / os.PathLike), encoded bytes, a PIL.Image.Image, or a uint8 numpy array
 # (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
@@ -241,6 +246,27 @@ def probe_native_items(items: Sequence[bytes], *, names: Sequence[str]) -> list[
         raise
 
 
+def check_image_pixels(*, height: int, width: int, max_image_pixels: int, max_pixels: int, name: str) -> None:
+    """Refuse (ImageTooLargeError naming ``name``) a source of more than ``max_image_pixels`` pixels."""
+    if height * width <= max_image_pixels:
+        return
+    scale = (max_image_pixels / (height * width)) ** 0.5
+    fit_w, fit_h = max(1, int(width * scale)), max(1, int(height * scale))
+    raise ImageTooLargeError(
+        f"{name}: a {width} x {height} image ({height * width / 1e6:.1f} megapixels) is over the decode limit "
+        f"max_image_pixels = {max_image_pixels} ({max_image_pixels / 1e6:.1f} megapixels); the model sees at most "
+        f"max_pixels = {max_pixels} of it, so downscale it first (e.g. to {fit_w} x {fit_h} or smaller) or raise "
+        "max_image_pixels", field=name)
+
+
+def check_max_image_pixels(value: Any) -> int:
+    """``max_image_pixels`` as a positive int (InvalidInputError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InvalidInputError(f"max_image_pixels must be a positive int (pixels of one source image), got "
+                                f"{value!r}", field="max_image_pixels")
+    return int(value)
+
+
 def resized_size(*, height: int, width: int, min_pixels: int, max_pixels: int, name: str) -> ResizedSize:
     """``smart_resize`` whose errors (e.g. an extreme aspect ratio) name the image's field ``name``."""
     with named_field(name):
@@ -252,6 +278,7 @@ def preprocess_native_items(
     *,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
     names: Sequence[str] | None = None,
 ) -> list[PreprocessedImage]:
     """For the facade: items already resolved to encoded bytes or uint8 arrays (one native call).
@@ -263,6 +290,7 @@ def preprocess_native_items(
             list(items),
             min_pixels=int(min_pixels),
             max_pixels=int(max_pixels),
+            max_decode_pixels=int(max_decode_pixels),
             names=list(names) if names is not None else None,
         )
     except VlrankError as exc:
@@ -279,6 +307,7 @@ __all__ = [
     "DEFAULT_MIN_PIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_DECODE_PIXELS",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGE_FACTOR",
     "ResizedSize",
     "ImageTokenCount",
@@ -289,6 +318,8 @@ __all__ = [
     "preprocess_image",
     "preprocess_images",
     "probe_native_items",
+    "check_image_pixels",
+    "check_max_image_pixels",
     "resized_size",
     "preprocess_native_items",
 ]

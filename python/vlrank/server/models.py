@@ -10,6 +10,7 @@ from typing import Any
 
 from vlrank.engine.manifest import read_manifest
 from vlrank.inputs import FetchPolicy
+from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlrank.tasks import Embedder, Reranker
 
 from .engines import RERANK, TaskEngine, engine_class
@@ -42,18 +43,21 @@ def manifest_task(path: str | Path) -> str:
     return read_manifest(path).task
 
 
-def facade_kwargs(*, name: str, policy: FetchPolicy) -> dict[str, Any]:
+def facade_kwargs(*, name: str, policy: FetchPolicy,
+                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict[str, Any]:
     """The keyword arguments the server gives every task object it loads."""
-    return {"name": name, "fetch_policy": policy, "ort_options": dict(SERVER_ORT_OPTIONS)}
+    return {"name": name, "fetch_policy": policy, "ort_options": dict(SERVER_ORT_OPTIONS),
+            "max_image_pixels": max_image_pixels}
 
 
-def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy) -> ModelSpec:
+def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ModelSpec:
     """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory."""
     kind = manifest_task(path)
 
     def load() -> Any:
         cls = Reranker if kind == RERANK else Embedder
-        return cls(str(path), **facade_kwargs(name=name, policy=policy))
+        return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels))
 
     return ModelSpec(loader=load, kind=kind)
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from vlrank.errors import InvalidInputError
+from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
 
 API_KEY_ENV = "VLRANK_API_KEY"
 
@@ -22,6 +23,9 @@ class ServerSettings:
     the previous response) and in ``max_header_bytes`` (else 408 / 431 and the connection is closed), the
     body within ``body_timeout_s`` of the head (else 408); an idle keep-alive connection is closed after
     ``keep_alive_s``. Shutdown: queued requests get ``drain_timeout_s`` to finish, then the JSON 503.
+
+    Images: one of more than ``max_image_pixels`` source pixels (from its header) is answered 413 naming
+    its field before anything is decoded; the model sees at most ``max_pixels`` of an image anyway.
     """
 
     api_key: str | None = None
@@ -40,6 +44,7 @@ class ServerSettings:
     keep_alive_s: float = 5.0
     max_header_bytes: int = 64 * 1024
     drain_timeout_s: float = 20.0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s"):
@@ -47,7 +52,7 @@ class ServerSettings:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}", field=name)
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
-                     "retry_after_s", "max_header_bytes"):
+                     "retry_after_s", "max_header_bytes", "max_image_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)

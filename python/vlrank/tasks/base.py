@@ -20,7 +20,12 @@ from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner
 from vlrank.engine.vision import ImageBatch, VisionTower
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
 from vlrank.inputs import FetchPolicy, ParsedInput
-from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from vlrank.preprocess.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    check_max_image_pixels,
+)
 from vlrank.preprocess.prompts import CONTEXT_TOKENS
 
 
@@ -96,8 +101,10 @@ class Task:
     def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  name: str | None = None, fetch_policy: FetchPolicy | None = None,
-                 ort_options: Mapping[str, str] | None = None, memory_budget: int | None = None) -> None:
+                 ort_options: Mapping[str, str] | None = None, memory_budget: int | None = None,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
+        self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
             raise InvalidInputError("fetch_policy: pass a vlrank.FetchPolicy or None", field="fetch_policy")
         self.fetch_policy = fetch_policy
@@ -134,7 +141,8 @@ class Task:
         text-only model."""
         if not self.runner.manifest.has_vision:
             return None
-        return ImageBatch(self.tower(), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return ImageBatch(self.tower(), min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                          max_image_pixels=self.max_image_pixels)
 
     def _call(self, **call: Any) -> dict:
         images = self._image_batch()
