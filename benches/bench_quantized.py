@@ -120,23 +120,6 @@ def _images(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def _pin(task, threads: int) -> None:
-    """Recreate the decoder (and vision) ONNX Runtime sessions with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    def session(old):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(old._model_path, sess_options=opts, providers=old.get_providers())
-
-    task.runner.session = session(task.runner.session)
-    if task.runner.manifest.has_vision:
-        tower = task.tower()
-        tower.session = session(tower.session)
-
-
 def child(spec: dict) -> None:
     """One loaded model in a fresh process: RSS after load, then the timed workloads; JSON on stdout."""
     import vlrank
@@ -152,14 +135,14 @@ def child(spec: dict) -> None:
     out: dict = {}
     if spec["task"] == "embed":
         em = vlrank.Embedder(spec["model"], providers="cpu")
-        _pin(em, spec["threads"])
+        benchlib.pin_threads(em, spec["threads"])
         texts = [_doc(rng, 60) for _ in range(16)]
         out["embeddings"] = [d["embedding"] for d in em.embed([{"content": [{"type": "text", "text": t}]}
                                                                for t in texts])["data"]]
         print(json.dumps(out))
         return
     rr = vlrank.Reranker(spec["model"], providers="cpu")
-    _pin(rr, spec["threads"])
+    benchlib.pin_threads(rr, spec["threads"])
     out["rss_load_mib"] = rss_mib() - base
     if spec["task"] == "rerank8b":
         query = "which document is about the capital of france and its river"
