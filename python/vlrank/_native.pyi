@@ -53,6 +53,45 @@ def decode_rgb(
 ) -> _npt.NDArray[_np.uint8]:
     """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""
 
+# ---- video ----
+
+def video_plan_file(
+    *,
+    total_frames: int,
+    video_fps: float,
+    height: int,
+    width: int,
+    fps: float = ...,
+    max_frames: int = ...,
+    min_pixels: int | None = None,
+    total_pixels: float | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, object]:
+    """Plan of a file video from its header: frames, frames_indices, metadata_fps, sample_fps,
+    pre_height/width, resized_height/width, min/total/max_pixels, grid_thw, tokens_per_group,
+    num_pads, num_tokens, timestamps, timestamp_text. Over max_tokens: ContextTooLongError with advice."""
+def video_plan_frames(
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    min_pixels: int | None = None,
+    total_pixels: float | None = None,
+) -> dict[str, object]:
+    """Plan of a frame list (first frame height x width before any resize); keys as video_plan_file."""
+def fetch_video_frames(
+    srcs: _Seq[bytes | bytearray | str | _os.PathLike[str] | _npt.NDArray[_np.uint8]],
+    *,
+    min_pixels: int | None = None,
+    max_decode_pixels: int = ...,
+    field: str = "video",
+) -> _npt.NDArray[_np.uint8]:
+    """Frame-list frames after the first resize (factor 64, PIL bicubic), (T, H, W, 3) uint8."""
+def preprocess_video_frames(
+    frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
+) -> tuple[_npt.NDArray[_np.float32], tuple[int, int, int]]:
+    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w))."""
+
 # ---- tokenizer / prompt / batch ----
 
 class Tokenizer:
