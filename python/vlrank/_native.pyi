@@ -138,6 +138,8 @@ def build_vl_rerank_ids(
     doc_texts: _Seq[str],
     instruction: str | None = None,
     max_length: int = ...,
+    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
+    doc_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[int]:
     """Qwen3-VL-Reranker prompt ids of one pair (images given as token counts), truncated officially."""
 
@@ -149,8 +151,10 @@ def build_vl_rerank_ids_batch(
     documents: _Seq[tuple[_Seq[int], _Seq[str]]],
     instruction: str | None = None,
     max_length: int = ...,
+    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[list[int]]:
-    """build_vl_rerank_ids for one query and many (image counts, texts) documents, in parallel."""
+    """build_vl_rerank_ids for one query and many (image counts, texts[, videos]) documents, in parallel.
+    A video is (tokens_per_group, timestamp_text) from its plan; a side renders videos, images, texts."""
 
 def build_vl_embed_ids(
     tokenizer: Tokenizer,
@@ -159,6 +163,7 @@ def build_vl_embed_ids(
     texts: _Seq[str],
     instruction: str | None = None,
     max_length: int = ...,
+    videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[int]:
     """Qwen3-VL-Embedding prompt ids of one input; longer than max_length -> first max_length ids."""
 
@@ -169,7 +174,7 @@ def build_vl_embed_ids_batch(
     instruction: str | None = None,
     max_length: int = ...,
 ) -> list[list[int]]:
-    """build_vl_embed_ids for many (image counts, texts) inputs, in parallel."""
+    """build_vl_embed_ids for many (image counts, texts[, videos]) inputs, in parallel."""
 
 def build_text_rerank_ids(
     tokenizer: Tokenizer,
@@ -216,8 +221,10 @@ def mrope_position_ids(
     *,
     image_pad_id: int,
     image_grids: _Seq[tuple[int, int]],
+    video_pad_id: int | None = None,
 ) -> _npt.NDArray[_np.int64]:
-    """M-RoPE position ids (3, L) of one sequence; image_grids = merged (rows, cols) per image, in order."""
+    """M-RoPE position ids (3, L) of one sequence; image_grids = merged (rows, cols) per image (and,
+    with video_pad_id, per video frame pair: (H/32, W/32)), in prompt order."""
 
 def mrope_position_ids_batch(
     input_ids: _npt.NDArray[_np.int64],
@@ -225,6 +232,7 @@ def mrope_position_ids_batch(
     lengths: _Seq[int],
     image_pad_id: int,
     image_grids: _Seq[_Seq[tuple[int, int]]],
+    video_pad_id: int | None = None,
 ) -> _npt.NDArray[_np.int64]:
     """M-RoPE position ids (3, B, L) of a right-padded (B, L) batch; padding positions are 1."""
 
