@@ -13,7 +13,7 @@ import pytest
 
 from vlrank import _native
 from vlrank.engine.sessions import create_session
-from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower
+from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower, video_pair_images
 from vlrank.export import export as export_model
 from vlrank.preprocess import video as pv
 
@@ -57,12 +57,8 @@ def _video(v) -> pv.PreprocessedVideo:
 
 
 def _pairs(video: pv.PreprocessedVideo, merge: int) -> list[PreparedImage]:
-    """One vision window per frame pair: rows of a pair are an image of grid (1, H/16, W/16)."""
-    t, gh, gw = video.grid_thw
-    n = gh * gw
     digest = hashlib.sha256(video.pixel_values.tobytes()).hexdigest()
-    return [PreparedImage(key=(f"video:{digest}:{k}", 0, 0), grid_h=gh, grid_w=gw, merge=merge,
-                          pixel_values=video.pixel_values[k * n:(k + 1) * n]) for k in range(t)]
+    return video_pair_images(video.pixel_values, video.grid_thw, merge=merge, key=digest)
 
 
 def _side(side: dict, images: ImageBatch, merge: int):
@@ -74,8 +70,8 @@ def _side(side: dict, images: ImageBatch, merge: int):
 
 
 def _run(sess, output, images: ImageBatch, rows: list[list[int]], blocks: list[list[PreparedImage]]):
-    positions = [_native.mrope_position_ids(ids, image_pad_id=IMAGE_PAD, video_pad_id=VIDEO_PAD,
-                                            image_grids=[b.merged_grid for b in bl]) for ids, bl in zip(rows, blocks)]
+    positions = [images.positions(ids, bl, image_pad_id=IMAGE_PAD, video_pad_id=VIDEO_PAD)
+                 for ids, bl in zip(rows, blocks)]
     input_ids, mask, pos = _native.pad_batch(rows, pad_id=PAD_ID, positions=positions)
     embeds, deepstack = images.features([b for bl in blocks for b in bl])
     return sess.run([output], dict(input_ids=input_ids, attention_mask=mask, position_ids=pos,
@@ -104,6 +100,17 @@ def test_golden_video_rerank_scores(case, rerank_model, tokenizer):
     scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     expected = np.array([r["score"] for r in case["results"]])
     assert np.abs(scores - expected).max() <= 1e-3, (scores, expected)
+
+
+def test_pair_windows_check_the_row_count():
+    from vlrank.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as e:
+        video_pair_images(np.zeros((10, 1536), np.float32), (2, 2, 2), merge=2, key="x")
+    assert e.value.field == "pixel_values"
+    pairs = video_pair_images(np.arange(8 * 1536, dtype=np.float32).reshape(8, 1536), (2, 2, 2), merge=2, key="x")
+    assert [p.merged_grid for p in pairs] == [(1, 1), (1, 1)]
+    assert pairs[1].pixel_values[0, 0] == 4 * 1536 and len({p.key for p in pairs}) == 2
 
 
 def test_golden_video_embeddings(embed_model, tokenizer):
