@@ -280,8 +280,9 @@ class DecoderBuilder:
                 if self.video_token_id is not None:
                     # Video frame-pair features fill <|video_pad|> like image features fill
                     # <|image_pad|>: one feature sequence over both, in prompt order.
+                    # The union as Max of the int64 masks: ORT's CUDA EP has no bool Or nor integer Add.
                     video_mask = g.op("Equal", [input_ids, g.const(self.video_token_id)])
-                    image_mask = g.op("Or", [image_mask, video_mask])
+                    image_mask = g.cast(g.op("Max", [g.cast(image_mask, INT64), g.cast(video_mask, INT64)]), BOOL)
                 flat = g.cast(g.reshape(image_mask, [-1]), INT64)
                 # k-th image token (row-major) takes image row k; clamp so M == 0 still indexes a row.
                 image_index = g.op("Max", [g.sub(g.op("CumSum", [flat, g.const(0)]), g.const(1)), g.const(0)])
