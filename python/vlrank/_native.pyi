@@ -53,6 +53,45 @@ def decode_rgb(
 ) -> _npt.NDArray[_np.uint8]:
     """(H, W, 3) uint8 RGB after the reference's to-RGB rule (and resize, unless resize=False)."""
 
+# ---- video ----
+
+def video_plan_file(
+    *,
+    total_frames: int,
+    video_fps: float,
+    height: int,
+    width: int,
+    fps: float = ...,
+    max_frames: int = ...,
+    min_pixels: int | None = None,
+    total_pixels: float | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, object]:
+    """Plan of a file video from its header: frames, frames_indices, metadata_fps, sample_fps,
+    pre_height/width, resized_height/width, min/total/max_pixels, grid_thw, tokens_per_group,
+    num_pads, num_tokens, timestamps, timestamp_text. Over max_tokens: ContextTooLongError with advice."""
+def video_plan_frames(
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    min_pixels: int | None = None,
+    total_pixels: float | None = None,
+) -> dict[str, object]:
+    """Plan of a frame list (first frame height x width before any resize); keys as video_plan_file."""
+def fetch_video_frames(
+    srcs: _Seq[bytes | bytearray | str | _os.PathLike[str] | _npt.NDArray[_np.uint8]],
+    *,
+    min_pixels: int | None = None,
+    max_decode_pixels: int = ...,
+    field: str = "video",
+) -> _npt.NDArray[_np.uint8]:
+    """Frame-list frames after the first resize (factor 64, PIL bicubic), (T, H, W, 3) uint8."""
+def preprocess_video_frames(
+    frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
+) -> tuple[_npt.NDArray[_np.float32], tuple[int, int, int]]:
+    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w))."""
+
 # ---- tokenizer / prompt / batch ----
 
 class Tokenizer:
@@ -99,6 +138,8 @@ def build_vl_rerank_ids(
     doc_texts: _Seq[str],
     instruction: str | None = None,
     max_length: int = ...,
+    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
+    doc_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[int]:
     """Qwen3-VL-Reranker prompt ids of one pair (images given as token counts), truncated officially."""
 
@@ -110,8 +151,10 @@ def build_vl_rerank_ids_batch(
     documents: _Seq[tuple[_Seq[int], _Seq[str]]],
     instruction: str | None = None,
     max_length: int = ...,
+    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[list[int]]:
-    """build_vl_rerank_ids for one query and many (image counts, texts) documents, in parallel."""
+    """build_vl_rerank_ids for one query and many (image counts, texts[, videos]) documents, in parallel.
+    A video is (tokens_per_group, timestamp_text) from its plan; a side renders videos, images, texts."""
 
 def build_vl_embed_ids(
     tokenizer: Tokenizer,
@@ -120,6 +163,7 @@ def build_vl_embed_ids(
     texts: _Seq[str],
     instruction: str | None = None,
     max_length: int = ...,
+    videos: _Seq[tuple[int, _Seq[str]]] | None = None,
 ) -> list[int]:
     """Qwen3-VL-Embedding prompt ids of one input; longer than max_length -> first max_length ids."""
 
@@ -130,7 +174,7 @@ def build_vl_embed_ids_batch(
     instruction: str | None = None,
     max_length: int = ...,
 ) -> list[list[int]]:
-    """build_vl_embed_ids for many (image counts, texts) inputs, in parallel."""
+    """build_vl_embed_ids for many (image counts, texts[, videos]) inputs, in parallel."""
 
 def build_text_rerank_ids(
     tokenizer: Tokenizer,
@@ -177,8 +221,10 @@ def mrope_position_ids(
     *,
     image_pad_id: int,
     image_grids: _Seq[tuple[int, int]],
+    video_pad_id: int | None = None,
 ) -> _npt.NDArray[_np.int64]:
-    """M-RoPE position ids (3, L) of one sequence; image_grids = merged (rows, cols) per image, in order."""
+    """M-RoPE position ids (3, L) of one sequence; image_grids = merged (rows, cols) per image (and,
+    with video_pad_id, per video frame pair: (H/32, W/32)), in prompt order."""
 
 def mrope_position_ids_batch(
     input_ids: _npt.NDArray[_np.int64],
@@ -186,6 +232,7 @@ def mrope_position_ids_batch(
     lengths: _Seq[int],
     image_pad_id: int,
     image_grids: _Seq[_Seq[tuple[int, int]]],
+    video_pad_id: int | None = None,
 ) -> _npt.NDArray[_np.int64]:
     """M-RoPE position ids (3, B, L) of a right-padded (B, L) batch; padding positions are 1."""
 

@@ -37,6 +37,8 @@ pub const VISION_START_TOKEN: &str = "<|vision_start|>";
 pub const VISION_END_TOKEN: &str = "<|vision_end|>";
 /// One per merged image token; an image of `n` tokens is `n` of these between its start and end marks.
 pub const IMAGE_PAD_TOKEN: &str = "<|image_pad|>";
+/// One per merged video token of a frame pair.
+pub const VIDEO_PAD_TOKEN: &str = "<|video_pad|>";
 /// Tokens one image takes in a prompt besides its pads: `<|vision_start|>` and `<|vision_end|>`.
 pub const IMAGE_MARKER_TOKENS: usize = 2;
 
@@ -59,16 +61,25 @@ pub const TRUNCATION_SPECIAL_TOKENS: [&str; 14] = [
     VISION_END_TOKEN,
     "<|vision_pad|>",
     IMAGE_PAD_TOKEN,
-    "<|video_pad|>",
+    VIDEO_PAD_TOKEN,
 ];
 
-/// One side of a VL prompt (query, document, or embedding input): its images, each given as its
-/// token count (`vlrank.image_tokens`), then its texts. Rendered in that order, no separators;
-/// a side with neither renders as `NULL` (a side with one empty text renders as nothing).
+/// One side of a VL prompt (query, document, or embedding input): its videos, its images, each
+/// given as its token count (`vlrank.image_tokens`), then its texts. Rendered in that order, no
+/// separators; a side with none renders as `NULL` (a side with one empty text renders as nothing).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Side {
     pub images: Vec<usize>,
     pub texts: Vec<String>,
+    pub videos: Vec<VideoTokens>,
+}
+
+/// What a video's tokens depend on (its plan): `<|video_pad|>` tokens per frame pair and the
+/// `<t seconds>` text of each pair.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VideoTokens {
+    pub pads_per_pair: usize,
+    pub timestamps: Vec<String>,
 }
 
 /// Control-token ids of the chat template, looked up by name in the tokenizer.
@@ -78,6 +89,7 @@ struct Marks {
     vision_start: u32,
     vision_end: u32,
     image_pad: u32,
+    video_pad: u32,
 }
 
 impl Marks {
@@ -88,6 +100,7 @@ impl Marks {
             vision_start: tok.required_id(VISION_START_TOKEN)?,
             vision_end: tok.required_id(VISION_END_TOKEN)?,
             image_pad: tok.required_id(IMAGE_PAD_TOKEN)?,
+            video_pad: tok.required_id(VIDEO_PAD_TOKEN)?,
         })
     }
 }
@@ -131,9 +144,22 @@ impl<'t> Assembler<'t> {
         Ok(())
     }
     fn side(&mut self, marks: &Marks, side: &Side) -> Result<()> {
-        if side.images.is_empty() && side.texts.is_empty() {
+        if side.images.is_empty() && side.texts.is_empty() && side.videos.is_empty() {
             self.fixed("NULL");
             return Ok(());
+        }
+        // transformers 5.24: the template's `<|vision_start|><|video_pad|><|vision_end|>` with the
+        // pad replaced by, per pair, `<t seconds><|vision_start|>` + pads + `<|vision_end|>`. The
+        // timestamp is its own run, tokenized alone between special tokens.
+        for v in &side.videos {
+            self.control(marks.vision_start)?;
+            for t in &v.timestamps {
+                self.text(t);
+                self.control(marks.vision_start)?;
+                self.ids.extend(std::iter::repeat_n(marks.video_pad, v.pads_per_pair));
+                self.ids.push(marks.vision_end);
+            }
+            self.ids.push(marks.vision_end);
         }
         for &n in &side.images {
             self.control(marks.vision_start)?;
@@ -177,9 +203,26 @@ fn image_tokens(sides: &[(&str, &Side)]) -> Result<usize> {
             }
             total += n + IMAGE_MARKER_TOKENS;
         }
+        for (i, v) in side.videos.iter().enumerate() {
+            let field = format!("{name}.videos[{i}]");
+            if v.pads_per_pair == 0 || v.pads_per_pair > CONTEXT_TOKENS {
+                return Err(Error::invalid(
+                    field,
+                    format!("a frame pair takes {} tokens; pass the video plan's tokens_per_group, from 1 to {CONTEXT_TOKENS}", v.pads_per_pair),
+                ));
+            }
+            if v.timestamps.is_empty() || v.timestamps.len() > CONTEXT_TOKENS {
+                return Err(Error::invalid(field, "a video has one timestamp per frame pair; pass the video plan's timestamp_text (at least one)"));
+            }
+            // Pads and markers only (timestamps are ordinary text and may be truncated).
+            total = total.saturating_add(v.timestamps.len().saturating_mul(v.pads_per_pair + IMAGE_MARKER_TOKENS) + IMAGE_MARKER_TOKENS);
+            if total > CONTEXT_TOKENS {
+                break;
+            }
+        }
     }
     if total > CONTEXT_TOKENS {
-        return Err(too_long(total, total, "its images alone"));
+        return Err(too_long(total, total, "its images and videos alone"));
     }
     Ok(total)
 }
@@ -321,8 +364,9 @@ pub fn vl_embed_ids(tok: &Tokenizer, input: &Side, instruction: Option<&str>, ma
     a.fixed("assistant\n");
     let mut ids = a.finish()?;
     if ids.len() > max_length {
-        let pads: usize = input.images.iter().sum();
-        let kept_pads = ids[..max_length].iter().filter(|&&t| t == marks.image_pad).count();
+        let pads: usize = input.images.iter().sum::<usize>()
+            + input.videos.iter().map(|v| v.pads_per_pair * v.timestamps.len()).sum::<usize>();
+        let kept_pads = ids[..max_length].iter().filter(|&&t| t == marks.image_pad || t == marks.video_pad).count();
         if kept_pads < pads {
             return Err(Error::ContextTooLong {
                 message: format!(
@@ -474,7 +518,7 @@ mod tests {
         // Image cases need pixel geometry (tested in Python, tests/test_prompts.py); text ones here.
         let mut n = 0;
         for case in cases("vl_rerank.json") {
-            let q = Side { images: vec![], texts: texts(&case["query"]) };
+            let q = Side { texts: texts(&case["query"]), ..Default::default() };
             if case["query"].get("images").is_some() {
                 continue;
             }
@@ -484,7 +528,7 @@ mod tests {
                 if d.get("images").is_some() {
                     continue;
                 }
-                let doc = Side { images: vec![], texts: texts(d) };
+                let doc = Side { texts: texts(d), ..Default::default() };
                 let got = vl_rerank_ids(qwen(), &q, &doc, instr, max_length).unwrap();
                 assert_eq!(got, ids(&r["input_ids"]));
                 n += 1;
@@ -534,8 +578,8 @@ mod tests {
 
     #[test]
     fn special_strings_in_user_text_stay_plain() {
-        let q = Side { images: vec![], texts: vec!["<|im_end|><|image_pad|>".into()] };
-        let d = Side { images: vec![3], texts: vec!["<think>".into()] };
+        let q = Side { images: vec![], texts: vec!["<|im_end|><|image_pad|>".into()], ..Default::default() };
+        let d = Side { images: vec![3], texts: vec!["<think>".into()], ..Default::default() };
         let got = vl_rerank_ids(qwen(), &q, &d, None, VL_RERANK_MAX_LENGTH).unwrap();
         assert_eq!(got.iter().filter(|&&t| t == 151655).count(), 3);
         assert_eq!(got.iter().filter(|&&t| t == 151645).count(), 2);
@@ -548,17 +592,17 @@ mod tests {
         let empty = Side::default();
         assert!(matches!(vl_rerank_ids(tok, &empty, &empty, None, 0), Err(Error::InvalidInput { .. })));
         assert!(matches!(vl_rerank_ids(tok, &empty, &empty, None, 40_000), Err(Error::InvalidInput { .. })));
-        let huge = Side { images: vec![20_000, 20_000], texts: vec![] };
+        let huge = Side { images: vec![20_000, 20_000], texts: vec![], ..Default::default() };
         assert!(matches!(vl_rerank_ids(tok, &huge, &empty, None, 1000), Err(Error::ContextTooLong { .. })));
-        let bogus = Side { images: vec![usize::MAX], texts: vec![] };
+        let bogus = Side { images: vec![usize::MAX], texts: vec![], ..Default::default() };
         match vl_embed_ids(tok, &bogus, None, 100) {
             Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "input.images[0]"),
             other => panic!("{other:?}"),
         }
-        let img = Side { images: vec![500], texts: vec![] };
+        let img = Side { images: vec![500], texts: vec![], ..Default::default() };
         assert!(matches!(vl_embed_ids(tok, &img, None, 100), Err(Error::ContextTooLong { .. })));
         assert!(matches!(text_rerank_ids(tok, "q", "d", None, 20), Err(Error::InvalidInput { .. })));
-        match vl_rerank_ids_batch(tok, &empty, &[empty.clone(), Side { images: vec![0], texts: vec![] }], None, 100) {
+        match vl_rerank_ids_batch(tok, &empty, &[empty.clone(), Side { images: vec![0], texts: vec![], ..Default::default() }], None, 100) {
             Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "documents[1].images[0]"),
             other => panic!("{other:?}"),
         }

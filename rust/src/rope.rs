@@ -41,14 +41,18 @@ impl From<(usize, usize)> for MergedGrid {
 /// (the reference's `max + 1` over the block). Like the reference, each image starts at the next
 /// `image_pad_id` token at or after the end of the previous block, so back-to-back images work too.
 ///
-/// Errors if the number of `image_pad_id` tokens differs from the sum of the grids' token counts,
-/// or an image block is interrupted by another token.
-pub fn mrope_position_ids(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid]) -> Result<Vec<i64>> {
+/// Videos: with the video pad id among `pad_ids`, each frame pair's run of `<|video_pad|>` is one
+/// block of grid (H/32, W/32) placed the same way (the t axis does not advance inside a video;
+/// the timestamps between pairs are text). `grids` then lists image and pair blocks in prompt order.
+///
+/// Errors if the number of pad tokens differs from the sum of the grids' token counts, or a block
+/// is interrupted by another token.
+pub fn mrope_position_ids(ids: &[i64], pad_ids: &[i64], grids: &[MergedGrid]) -> Result<Vec<i64>> {
     let len = ids.len();
     let mut out = vec![0i64; 3 * len];
     let (t_row, rest) = out.split_at_mut(len);
     let (h_row, w_row) = rest.split_at_mut(len);
-    write_positions(ids, image_pad_id, grids, "", [t_row, h_row, w_row])?;
+    write_positions(ids, pad_ids, grids, "", [t_row, h_row, w_row])?;
     Ok(out)
 }
 
@@ -61,7 +65,7 @@ pub fn mrope_position_ids_batch(
     rows: usize,
     width: usize,
     lengths: &[usize],
-    image_pad_id: i64,
+    pad_ids: &[i64],
     grids: &[Vec<MergedGrid>],
 ) -> Result<Vec<i64>> {
     if ids.len() != rows * width {
@@ -93,24 +97,26 @@ pub fn mrope_position_ids_batch(
         }
         let span = row * width..row * width + n;
         let planes = [&mut t_plane[span.clone()], &mut h_plane[span.clone()], &mut w_plane[span.clone()]];
-        write_positions(&ids[span], image_pad_id, row_grids, &format!("[{row}]"), planes)?;
+        write_positions(&ids[span], pad_ids, row_grids, &format!("[{row}]"), planes)?;
     }
     Ok(out)
 }
 
 /// Fills the t, h, w position rows of `ids` (see [`mrope_position_ids`]); `at` is appended to the
 /// field names of errors (`"[3]"` for batch row 3, `""` for a single sequence).
-fn write_positions(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid], at: &str, rows: [&mut [i64]; 3]) -> Result<()> {
+fn write_positions(ids: &[i64], pad_ids: &[i64], grids: &[MergedGrid], at: &str, rows: [&mut [i64]; 3]) -> Result<()> {
     let [t_row, h_row, w_row] = rows;
     let len = ids.len();
-    let pads = ids.iter().filter(|&&t| t == image_pad_id).count();
+    let is_pad = |t: i64| pad_ids.contains(&t);
+    let pads = ids.iter().filter(|&&t| is_pad(t)).count();
     let expected: usize = grids.iter().map(MergedGrid::tokens).sum();
     if pads != expected {
+        let kinds = if pad_ids.len() > 1 { "image-pad / video-pad" } else { "image-pad" };
         return Err(Error::invalid(
             format!("image_grids{at}"),
             format!(
-                "the token ids hold {pads} image-pad tokens (id {image_pad_id}) but the image grids \
-                 need {expected}; pass one (rows, cols) merged grid per image, in prompt order"
+                "the token ids hold {pads} {kinds} tokens (ids {pad_ids:?}) but the grids \
+                 need {expected}; pass one (rows, cols) merged grid per image and per video frame pair, in prompt order"
             ),
         ));
     }
@@ -118,7 +124,7 @@ fn write_positions(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid], at: &st
     let mut i = 0usize; // index into ids
     let mut grid_iter = grids.iter();
     while i < len {
-        if ids[i] != image_pad_id {
+        if !is_pad(ids[i]) {
             t_row[i] = next_pos;
             h_row[i] = next_pos;
             w_row[i] = next_pos;
@@ -136,7 +142,8 @@ fn write_positions(ids: &[i64], image_pad_id: i64, grids: &[MergedGrid], at: &st
             ));
         }
         let n = grid.tokens();
-        if i + n > len || ids[i..i + n].iter().any(|&t| t != image_pad_id) {
+        let kind = ids[i];
+        if i + n > len || ids[i..i + n].iter().any(|&t| t != kind) {
             return Err(Error::invalid(
                 format!("input_ids{at}"),
                 format!(
@@ -308,7 +315,7 @@ mod tests {
     #[test]
     fn text_only_positions_are_arange() {
         let ids = [1i64, 2, 3, 4];
-        let p = mrope_position_ids(&ids, PAD, &[]).unwrap();
+        let p = mrope_position_ids(&ids, &[PAD], &[]).unwrap();
         assert_eq!(p, vec![0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
     }
 
@@ -318,7 +325,7 @@ mod tests {
         let mut ids = vec![10i64, 11];
         ids.extend([PAD; 6]);
         ids.extend([12, 13]);
-        let p = mrope_position_ids(&ids, PAD, &[MergedGrid { rows: 2, cols: 3 }]).unwrap();
+        let p = mrope_position_ids(&ids, &[PAD], &[MergedGrid { rows: 2, cols: 3 }]).unwrap();
         let l = ids.len();
         assert_eq!(&p[..l], &[0, 1, 2, 2, 2, 2, 2, 2, 5, 6]);
         assert_eq!(&p[l..2 * l], &[0, 1, 2, 2, 2, 3, 3, 3, 5, 6]);
@@ -329,20 +336,35 @@ mod tests {
     fn back_to_back_images_split_by_grid() {
         let ids = vec![PAD; 5];
         let g = [MergedGrid { rows: 1, cols: 1 }, MergedGrid { rows: 2, cols: 2 }];
-        let p = mrope_position_ids(&ids, PAD, &g).unwrap();
+        let p = mrope_position_ids(&ids, &[PAD], &g).unwrap();
         assert_eq!(&p[..5], &[0, 1, 1, 1, 1]);
         assert_eq!(&p[5..10], &[0, 1, 1, 2, 2]);
         assert_eq!(&p[10..], &[0, 1, 2, 1, 2]);
     }
 
     #[test]
+    fn video_pairs_are_blocks_of_their_own_kind() {
+        const VPAD: i64 = 8;
+        // text, pair (1 x 2), text, pair (1 x 2), image (2 x 1), text
+        let ids = [1, VPAD, VPAD, 2, VPAD, VPAD, PAD, PAD, 3];
+        let g = [MergedGrid { rows: 1, cols: 2 }, MergedGrid { rows: 1, cols: 2 }, MergedGrid { rows: 2, cols: 1 }];
+        let p = mrope_position_ids(&ids, &[PAD, VPAD], &g).unwrap();
+        assert_eq!(&p[..9], &[0, 1, 1, 3, 4, 4, 6, 6, 8]);
+        assert_eq!(&p[9..18], &[0, 1, 1, 3, 4, 4, 6, 7, 8]);
+        assert_eq!(&p[18..], &[0, 1, 2, 3, 4, 5, 6, 6, 8]);
+        // A block may not mix the two kinds.
+        let mixed = [VPAD, PAD];
+        assert!(mrope_position_ids(&mixed, &[PAD, VPAD], &[MergedGrid { rows: 1, cols: 2 }]).is_err());
+    }
+
+    #[test]
     fn mismatched_pad_count_is_an_error() {
         let ids = vec![1, PAD, PAD, 2];
-        assert!(mrope_position_ids(&ids, PAD, &[MergedGrid { rows: 1, cols: 1 }]).is_err());
-        assert!(mrope_position_ids(&ids, PAD, &[]).is_err());
+        assert!(mrope_position_ids(&ids, &[PAD], &[MergedGrid { rows: 1, cols: 1 }]).is_err());
+        assert!(mrope_position_ids(&ids, &[PAD], &[]).is_err());
         // right count but split by a text token
         let ids = vec![PAD, 1, PAD];
-        assert!(mrope_position_ids(&ids, PAD, &[MergedGrid { rows: 1, cols: 2 }]).is_err());
+        assert!(mrope_position_ids(&ids, &[PAD], &[MergedGrid { rows: 1, cols: 2 }]).is_err());
     }
 
     #[test]
@@ -354,10 +376,10 @@ mod tests {
         ids[..4].copy_from_slice(&a);
         ids[5..7].copy_from_slice(&b);
         let grids = vec![vec![MergedGrid { rows: 1, cols: 2 }], vec![MergedGrid { rows: 1, cols: 1 }]];
-        let out = mrope_position_ids_batch(&ids, rows, width, &[4, 2], PAD, &grids).unwrap();
+        let out = mrope_position_ids_batch(&ids, rows, width, &[4, 2], &[PAD], &grids).unwrap();
         assert_eq!(out.len(), 3 * rows * width);
         for (row, (seq, g)) in [(&a, &grids[0]), (&b, &grids[1])].into_iter().enumerate() {
-            let single = mrope_position_ids(seq, PAD, g).unwrap();
+            let single = mrope_position_ids(seq, &[PAD], g).unwrap();
             let n = seq.len();
             for axis in 0..3 {
                 let at = axis * rows * width + row * width;
@@ -375,13 +397,13 @@ mod tests {
             Err(Error::InvalidInput { field, .. }) => field,
             other => panic!("expected InvalidInput, got {other:?}"),
         };
-        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2], PAD, &[one.clone(), vec![]])), "lengths");
-        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 3], PAD, &[one.clone(), vec![]])), "lengths[1]");
-        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 2], PAD, &[vec![], vec![]])), "image_grids[0]");
-        assert_eq!(field(mrope_position_ids_batch(&ids, 3, 2, &[2, 2, 2], PAD, &[one.clone(), vec![], vec![]])), "input_ids");
-        assert_eq!(field(mrope_position_ids(&ids, PAD, &[])), "image_grids");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2], &[PAD], &[one.clone(), vec![]])), "lengths");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 3], &[PAD], &[one.clone(), vec![]])), "lengths[1]");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 2, 2, &[2, 2], &[PAD], &[vec![], vec![]])), "image_grids[0]");
+        assert_eq!(field(mrope_position_ids_batch(&ids, 3, 2, &[2, 2, 2], &[PAD], &[one.clone(), vec![], vec![]])), "input_ids");
+        assert_eq!(field(mrope_position_ids(&ids, &[PAD], &[])), "image_grids");
         let split = vec![PAD, 1, PAD];
-        assert_eq!(field(mrope_position_ids_batch(&split, 1, 3, &[3], PAD, &[vec![MergedGrid { rows: 1, cols: 2 }]])), "input_ids[0]");
+        assert_eq!(field(mrope_position_ids_batch(&split, 1, 3, &[3], &[PAD], &[vec![MergedGrid { rows: 1, cols: 2 }]])), "input_ids[0]");
     }
 
     #[test]

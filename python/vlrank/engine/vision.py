@@ -90,6 +90,20 @@ class PreparedImage:
         return self._pixels
 
 
+def video_pair_images(pixel_values: np.ndarray, grid_thw: Sequence[int], *, merge: int, key: str) -> list[PreparedImage]:
+    """A video's frame pairs as vision windows, in order. Each pair's rows (H/16 x W/16 of the video
+    processor's (N, 1536) rows) are exactly an image of grid (1, H/16, W/16): the same graph, the same
+    position embeddings and rotary; its features fill the pair's <|video_pad|> run (the decoder treats
+    those like <|image_pad|>). ``key`` identifies the video (content hash) for the per-call cache."""
+    t, gh, gw = (int(x) for x in grid_thw)
+    n = gh * gw
+    if pixel_values.shape[0] != t * n:
+        raise InvalidInputError(f"pixel_values has {pixel_values.shape[0]} rows; a ({t}, {gh}, {gw}) video grid "
+                                f"needs {t * n}", field="pixel_values")
+    return [PreparedImage(key=(f"video:{key}:{k}", 0, 0), grid_h=gh, grid_w=gw, merge=merge,
+                          pixel_values=pixel_values[k * n:(k + 1) * n]) for k in range(t)]
+
+
 class VisionTower:
     """The exported vision graph (one image per run) plus the rope tables it takes."""
 
@@ -242,10 +256,11 @@ class ImageBatch:
         return embeds, deepstack
 
     def positions(self, input_ids: Sequence[int] | np.ndarray, images: Sequence[PreparedImage], *,
-                  image_pad_id: int) -> np.ndarray:
-        """M-RoPE position ids (3, L) of one row whose image blocks are ``images`` in order."""
-        return _native.mrope_position_ids(input_ids, image_pad_id=image_pad_id,
+                  image_pad_id: int, video_pad_id: int | None = None) -> np.ndarray:
+        """M-RoPE position ids (3, L) of one row whose pad blocks are ``images`` in prompt order
+        (with ``video_pad_id``, video frame pairs from :func:`video_pair_images` among them)."""
+        return _native.mrope_position_ids(input_ids, image_pad_id=image_pad_id, video_pad_id=video_pad_id,
                                           image_grids=[img.merged_grid for img in images])
 
 
-__all__ = ["payload_key", "PreparedImage", "VisionTower", "ImageBatch"]
+__all__ = ["payload_key", "PreparedImage", "video_pair_images", "VisionTower", "ImageBatch"]

@@ -8,7 +8,8 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
   takes its position from axis h when j ≡ 1 (mod 3) and j < 3·section[1], from w when j ≡ 2 (mod 3)
   and j < 3·section[2], else from t (transformers' ``apply_interleaved_mrope``).
 - GQA: query head h reads kv head h // (heads / kv_heads); scores = (q·kᵀ)·head_dim^-½, softmax in f32.
-- Image features replace the ``<|image_pad|>`` embeddings (row-major order over the batch); DeepStack
+- Image features replace the ``<|image_pad|>`` embeddings and video frame-pair features the
+  ``<|video_pad|>`` ones (one feature sequence over both kinds, row-major order over the batch); DeepStack
   features are added at those positions after decoder layers 0..K-1.
 - Only the last real token of each row reaches the final norm and the head (right padding, so it sits at
   sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
@@ -84,6 +85,7 @@ class DecoderBuilder:
     def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
                  image_token_id: int | None, deepstack_layers: int, precision: str = "float32",
                  quant: Quantization | None = None,
+                 video_token_id: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
         check_precision(precision, dtype)
         self.ck = ckpt
@@ -96,6 +98,7 @@ class DecoderBuilder:
         self.yes_id = yes_id
         self.no_id = no_id
         self.image_token_id = image_token_id
+        self.video_token_id = video_token_id
         self.deepstack_layers = deepstack_layers
         self.progress = progress or (lambda done, total: None)
         self.prefix = ckpt.text_prefix
@@ -288,6 +291,12 @@ class DecoderBuilder:
                 image_embeds = g.input("image_embeds", FLOAT, ["image_tokens", H])
                 deepstack = g.input("deepstack_embeds", FLOAT, [self.deepstack_layers, "image_tokens", H])
                 image_mask = g.op("Equal", [input_ids, g.const(self.image_token_id)])  # (B, L)
+                if self.video_token_id is not None:
+                    # Video frame-pair features fill <|video_pad|> like image features fill
+                    # <|image_pad|>: one feature sequence over both, in prompt order.
+                    # The union as Max of the int64 masks: ORT's CUDA EP has no bool Or nor integer Add.
+                    video_mask = g.op("Equal", [input_ids, g.const(self.video_token_id)])
+                    image_mask = g.cast(g.op("Max", [g.cast(image_mask, INT64), g.cast(video_mask, INT64)]), BOOL)
                 flat = g.cast(g.reshape(image_mask, [-1]), INT64)
                 # k-th image token (row-major) takes image row k; clamp so M == 0 still indexes a row.
                 image_index = g.op("Max", [g.sub(g.op("CumSum", [flat, g.const(0)]), g.const(1)), g.const(0)])
@@ -349,11 +358,12 @@ class DecoderBuilder:
 def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
                   image_token_id: int | None = None, deepstack_layers: int = 0, precision: str = "float32",
                   quant: Quantization | None = None,
+                  video_token_id: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names. ``precision``:
     compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring).
     ``quant``: every Linear as a block-quantized MatMulNBits (export/quantize.py)."""
     builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
                              image_token_id=image_token_id, deepstack_layers=deepstack_layers,
-                             precision=precision, quant=quant, progress=progress)
+                             precision=precision, quant=quant, progress=progress, video_token_id=video_token_id)
     return builder.build(Path(out_dir))

@@ -14,6 +14,7 @@ image), ``TokenizerError`` (the tokenizer lacks the Qwen chat-template tokens).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 from vlrank import _native
 from vlrank._native import Tokenizer
@@ -29,8 +30,10 @@ VL_RERANK_MAX_LENGTH: int = _native.VL_RERANK_MAX_LENGTH
 EMBED_MAX_LENGTH: int = _native.EMBED_MAX_LENGTH
 TEXT_RERANK_MAX_LENGTH: int = _native.TEXT_RERANK_MAX_LENGTH
 
-#: One side of a VL prompt: (image token counts, texts).
-VlSide = tuple[Sequence[int], Sequence[str]]
+#: One video's tokens in a prompt: (tokens_per_group, timestamp_text) of its plan.
+VideoTokens = tuple[int, Sequence[str]]
+#: One side of a VL prompt: (image token counts, texts) or (image token counts, texts, videos).
+VlSide = Union[tuple[Sequence[int], Sequence[str]], tuple[Sequence[int], Sequence[str], Sequence[VideoTokens]]]
 
 
 def build_vl_rerank_ids(
@@ -42,8 +45,11 @@ def build_vl_rerank_ids(
     doc_texts: Sequence[str],
     instruction: str | None = None,
     max_length: int = VL_RERANK_MAX_LENGTH,
+    query_videos: Sequence[VideoTokens] | None = None,
+    doc_videos: Sequence[VideoTokens] | None = None,
 ) -> list[int]:
-    """Qwen3-VL-Reranker ids of one (query, document) pair.
+    """Qwen3-VL-Reranker ids of one (query, document) pair; a side renders its videos (each
+    ``(tokens_per_group, timestamp_text)`` of its plan, transformers 5.24 layout), images, texts.
 
     ``instruction`` None or "" -> :data:`VL_RERANK_DEFAULT_INSTRUCTION`. Truncation (official):
     when all but the last 5 ids exceed ``max_length``, every special token (image pads included)
@@ -58,6 +64,8 @@ def build_vl_rerank_ids(
         doc_texts=doc_texts,
         instruction=instruction,
         max_length=max_length,
+        query_videos=query_videos,
+        doc_videos=doc_videos,
     )
 
 
@@ -69,6 +77,7 @@ def build_vl_rerank_ids_batch(
     documents: Sequence[VlSide],
     instruction: str | None = None,
     max_length: int = VL_RERANK_MAX_LENGTH,
+    query_videos: Sequence[VideoTokens] | None = None,
 ) -> list[list[int]]:
     """:func:`build_vl_rerank_ids` for one query and many documents, in parallel (order kept).
 
@@ -81,6 +90,7 @@ def build_vl_rerank_ids_batch(
         documents=documents,
         instruction=instruction,
         max_length=max_length,
+        query_videos=query_videos,
     )
 
 
@@ -91,6 +101,7 @@ def build_vl_embed_ids(
     texts: Sequence[str],
     instruction: str | None = None,
     max_length: int = EMBED_MAX_LENGTH,
+    videos: Sequence[VideoTokens] | None = None,
 ) -> list[int]:
     """Qwen3-VL-Embedding ids of one input.
 
@@ -99,7 +110,7 @@ def build_vl_embed_ids(
     ``ContextTooLongError`` (the official processor fails there too).
     """
     return _native.build_vl_embed_ids(
-        tokenizer, images=images, texts=texts, instruction=instruction, max_length=max_length
+        tokenizer, images=images, texts=texts, instruction=instruction, max_length=max_length, videos=videos
     )
 
 

@@ -16,7 +16,7 @@ use crate::image::{self, Options, Preprocessed, Source, DEFAULT_MAX_DECODE_BYTES
 use crate::probe;
 
 /// What Python handed us, kept alive (and borrowed from) while the GIL is released.
-enum Held<'py> {
+pub(super) enum Held<'py> {
     Bytes(Bound<'py, PyBytes>),
     Owned(Vec<u8>),
     Path(PathBuf),
@@ -24,13 +24,13 @@ enum Held<'py> {
 }
 
 /// Send-able views of the held inputs, for the GIL-free work.
-enum Input<'a> {
+pub(super) enum Input<'a> {
     Encoded(&'a [u8]),
     Path(&'a Path),
     Array { data: &'a [u8], height: usize, width: usize, channels: usize },
 }
 
-fn hold<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<Held<'py>> {
+pub(super) fn hold<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<Held<'py>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Held::Bytes(b.clone()));
     }
@@ -60,11 +60,11 @@ fn hold<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<Held<'py>> {
 }
 
 /// `hold` over a sequence, items named `{field}[i]`.
-fn hold_all<'py>(srcs: &Bound<'py, PyAny>, field: &str) -> PyResult<Vec<Held<'py>>> {
+pub(super) fn hold_all<'py>(srcs: &Bound<'py, PyAny>, field: &str) -> PyResult<Vec<Held<'py>>> {
     srcs.try_iter()?.enumerate().map(|(i, o)| hold(&o?, &format!("{field}[{i}]"))).collect()
 }
 
-fn view<'a>(h: &'a Held<'_>) -> Input<'a> {
+pub(super) fn view<'a>(h: &'a Held<'_>) -> Input<'a> {
     match h {
         Held::Bytes(b) => Input::Encoded(b.as_bytes()),
         Held::Owned(v) => Input::Encoded(v),
@@ -82,7 +82,7 @@ fn view<'a>(h: &'a Held<'_>) -> Input<'a> {
 }
 
 /// The name errors give an input: its path, else `{field}[i]`.
-fn name_of(h: &Held<'_>, i: usize, field: &str) -> String {
+pub(super) fn name_of(h: &Held<'_>, i: usize, field: &str) -> String {
     match h {
         Held::Path(p) => p.display().to_string(),
         _ => format!("{field}[{i}]"),
@@ -94,7 +94,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Run `f` on the `Source` of an input (reading a path first).
-fn with_source<T>(input: &Input<'_>, name: &str, f: impl FnOnce(&Source) -> Result<T>) -> Result<T> {
+pub(super) fn with_source<T>(input: &Input<'_>, name: &str, f: impl FnOnce(&Source) -> Result<T>) -> Result<T> {
     match *input {
         Input::Encoded(bytes) => f(&Source::Encoded { bytes, name }),
         Input::Path(p) => {

@@ -13,6 +13,7 @@ mod image;
 mod prompt;
 mod rope;
 mod tokenizer;
+mod video;
 
 #[pymodule]
 #[pyo3(name = "_native")]
@@ -24,5 +25,6 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     prompt::register(m)?;
     batch::register(m)?;
     rope::register(m)?;
+    video::register(m)?;
     Ok(())
 }

@@ -5,28 +5,51 @@ use pyo3::prelude::*;
 
 use super::args::{counts_arg, invalid, opt_text_arg, text_arg, texts_arg};
 use super::tokenizer::PyTokenizer;
-use crate::prompt::{self, Side};
+use crate::prompt::{self, Side, VideoTokens};
 
-/// One prompt side from its image token counts and texts (fields `{name}_images`, `{name}_texts`).
-fn side_arg(images: &Bound<'_, PyAny>, texts: &Bound<'_, PyAny>, name: &str) -> PyResult<Side> {
-    Ok(Side {
-        images: counts_arg(images, &format!("{name}_images"), "image token counts")?,
-        texts: texts_arg(texts, &format!("{name}_texts"))?,
-    })
-}
+const VIDEO_HINT: &str = "pass a list of (tokens_per_group, timestamp_text) pairs, one per video (its plan's fields)";
 
-/// A sequence of (image token counts, texts) pairs.
-fn sides_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<Side>> {
-    let iter = obj.try_iter().map_err(|_| invalid(field, "pass a list of (image_token_counts, texts) pairs"))?;
+/// Videos of a side: (tokens_per_group, [timestamp text per pair]) pairs; None means none.
+fn videos_arg(obj: Option<&Bound<'_, PyAny>>, field: &str) -> PyResult<Vec<VideoTokens>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
+    let iter = obj.try_iter().map_err(|_| invalid(field, VIDEO_HINT))?;
     iter.enumerate()
         .map(|(i, item)| {
             let item = item?;
-            let (imgs, txts): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
-                invalid(format!("{field}[{i}]"), "pass an (image_token_counts, texts) pair, e.g. ([256], [\"caption\"])")
-            })?;
+            let name = format!("{field}[{i}]");
+            let (pads, ts): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| invalid(&name, VIDEO_HINT))?;
+            let pads = pads.extract::<usize>().map_err(|_| invalid(&name, format!("tokens_per_group must be an int >= 1; {VIDEO_HINT}")))?;
+            Ok(VideoTokens { pads_per_pair: pads, timestamps: texts_arg(&ts, &format!("{name}.timestamp_text"))? })
+        })
+        .collect()
+}
+
+/// One prompt side from its image token counts, texts and videos (fields `{name}_images`, ...).
+fn side_arg(images: &Bound<'_, PyAny>, texts: &Bound<'_, PyAny>, videos: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Side> {
+    Ok(Side {
+        images: counts_arg(images, &format!("{name}_images"), "image token counts")?,
+        texts: texts_arg(texts, &format!("{name}_texts"))?,
+        videos: videos_arg(videos, &format!("{name}_videos"))?,
+    })
+}
+
+/// A sequence of (image token counts, texts) pairs or (image token counts, texts, videos) triples.
+fn sides_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<Side>> {
+    let iter = obj.try_iter().map_err(|_| invalid(field, "pass a list of (image_token_counts, texts[, videos]) tuples"))?;
+    iter.enumerate()
+        .map(|(i, item)| {
+            let item = item?;
+            let bad = || invalid(format!("{field}[{i}]"), "pass an (image_token_counts, texts[, videos]) tuple, e.g. ([256], [\"caption\"])");
+            let n = item.len().map_err(|_| bad())?;
+            let (imgs, txts, vids) = match n {
+                2 => { let (a, b): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| bad())?; (a, b, None) }
+                3 => { let (a, b, c): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| bad())?; (a, b, Some(c)) }
+                _ => return Err(bad()),
+            };
             Ok(Side {
                 images: counts_arg(&imgs, &format!("{field}[{i}].images"), "image token counts")?,
                 texts: texts_arg(&txts, &format!("{field}[{i}].texts"))?,
+                videos: videos_arg(vids.as_ref(), &format!("{field}[{i}].videos"))?,
             })
         })
         .collect()
@@ -34,7 +57,7 @@ fn sides_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<Side>> {
 
 /// Qwen3-VL-Reranker prompt ids of one (query, document) pair, truncated the official way.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, *, query_images, query_texts, doc_images, doc_texts, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH))]
+#[pyo3(signature = (tokenizer, *, query_images, query_texts, doc_images, doc_texts, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH, query_videos = None, doc_videos = None))]
 #[allow(clippy::too_many_arguments)]
 fn build_vl_rerank_ids(
     py: Python<'_>,
@@ -45,9 +68,11 @@ fn build_vl_rerank_ids(
     doc_texts: &Bound<'_, PyAny>,
     instruction: Option<&Bound<'_, PyAny>>,
     max_length: usize,
+    query_videos: Option<&Bound<'_, PyAny>>,
+    doc_videos: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<u32>> {
-    let q = side_arg(query_images, query_texts, "query")?;
-    let d = side_arg(doc_images, doc_texts, "doc")?;
+    let q = side_arg(query_images, query_texts, query_videos, "query")?;
+    let d = side_arg(doc_images, doc_texts, doc_videos, "doc")?;
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
     Ok(py.detach(|| prompt::vl_rerank_ids(&tok, &q, &d, instr.as_deref(), max_length))?)
@@ -55,7 +80,7 @@ fn build_vl_rerank_ids(
 
 /// `build_vl_rerank_ids` for one query and many documents ((image counts, texts) pairs), in parallel.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, *, query_images, query_texts, documents, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH))]
+#[pyo3(signature = (tokenizer, *, query_images, query_texts, documents, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH, query_videos = None))]
 fn build_vl_rerank_ids_batch(
     py: Python<'_>,
     tokenizer: &Bound<'_, PyTokenizer>,
@@ -64,8 +89,9 @@ fn build_vl_rerank_ids_batch(
     documents: &Bound<'_, PyAny>,
     instruction: Option<&Bound<'_, PyAny>>,
     max_length: usize,
+    query_videos: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Vec<u32>>> {
-    let q = side_arg(query_images, query_texts, "query")?;
+    let q = side_arg(query_images, query_texts, query_videos, "query")?;
     let docs = sides_arg(documents, "documents")?;
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
@@ -74,7 +100,7 @@ fn build_vl_rerank_ids_batch(
 
 /// Qwen3-VL-Embedding prompt ids of one input (images then texts).
 #[pyfunction]
-#[pyo3(signature = (tokenizer, *, images, texts, instruction = None, max_length = prompt::EMBED_MAX_LENGTH))]
+#[pyo3(signature = (tokenizer, *, images, texts, instruction = None, max_length = prompt::EMBED_MAX_LENGTH, videos = None))]
 fn build_vl_embed_ids(
     py: Python<'_>,
     tokenizer: &Bound<'_, PyTokenizer>,
@@ -82,8 +108,13 @@ fn build_vl_embed_ids(
     texts: &Bound<'_, PyAny>,
     instruction: Option<&Bound<'_, PyAny>>,
     max_length: usize,
+    videos: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<u32>> {
-    let x = Side { images: counts_arg(images, "images", "image token counts")?, texts: texts_arg(texts, "texts")? };
+    let x = Side {
+        images: counts_arg(images, "images", "image token counts")?,
+        texts: texts_arg(texts, "texts")?,
+        videos: videos_arg(videos, "videos")?,
+    };
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
     Ok(py.detach(|| prompt::vl_embed_ids(&tok, &x, instr.as_deref(), max_length))?)

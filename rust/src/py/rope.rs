@@ -14,36 +14,46 @@ fn grids(list: &[(usize, usize)]) -> Vec<MergedGrid> {
     list.iter().copied().map(MergedGrid::from).collect()
 }
 
-/// M-RoPE position ids (3, L) int64 of one token sequence; `image_grids` = merged (rows, cols) per image.
+/// The pad ids whose runs are blocks: the image pad, and the video pad when given.
+fn pad_ids(image_pad_id: i64, video_pad_id: Option<i64>) -> Vec<i64> {
+    std::iter::once(image_pad_id).chain(video_pad_id).collect()
+}
+
+/// M-RoPE position ids (3, L) int64 of one token sequence; `image_grids` = merged (rows, cols) per
+/// image and, with `video_pad_id`, per video frame pair, in prompt order.
 #[pyfunction]
-#[pyo3(signature = (input_ids, *, image_pad_id, image_grids))]
+#[pyo3(signature = (input_ids, *, image_pad_id, image_grids, video_pad_id = None))]
 fn mrope_position_ids<'py>(
     py: Python<'py>,
     input_ids: Vec<i64>,
     image_pad_id: i64,
     image_grids: Vec<(usize, usize)>,
+    video_pad_id: Option<i64>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let g = grids(&image_grids);
-    let out = py.detach(|| rope::mrope_position_ids(&input_ids, image_pad_id, &g))?;
+    let pads = pad_ids(image_pad_id, video_pad_id);
+    let out = py.detach(|| rope::mrope_position_ids(&input_ids, &pads, &g))?;
     Ok(Array2::from_shape_vec((3, input_ids.len()), out).expect("3 x L").into_pyarray(py))
 }
 
 /// M-RoPE position ids (3, B, L) int64 of a right-padded batch: row b's first `lengths[b]` tokens
 /// get their positions, padding gets 1 (as the reference fills masked positions).
 #[pyfunction]
-#[pyo3(signature = (input_ids, *, lengths, image_pad_id, image_grids))]
+#[pyo3(signature = (input_ids, *, lengths, image_pad_id, image_grids, video_pad_id = None))]
 fn mrope_position_ids_batch<'py>(
     py: Python<'py>,
     input_ids: PyReadonlyArray2<'py, i64>,
     lengths: Vec<usize>,
     image_pad_id: i64,
     image_grids: Vec<Vec<(usize, usize)>>,
+    video_pad_id: Option<i64>,
 ) -> PyResult<Bound<'py, PyArray3<i64>>> {
+    let pads = pad_ids(image_pad_id, video_pad_id);
     let ids = input_ids.as_array();
     let (b, l) = ids.dim();
     let flat: Vec<i64> = ids.iter().copied().collect();
     let g: Vec<Vec<MergedGrid>> = image_grids.iter().map(|row| grids(row)).collect();
-    let out = py.detach(|| rope::mrope_position_ids_batch(&flat, b, l, &lengths, image_pad_id, &g))?;
+    let out = py.detach(|| rope::mrope_position_ids_batch(&flat, b, l, &lengths, &pads, &g))?;
     Ok(Array3::from_shape_vec((3, b, l), out).expect("3 x B x L").into_pyarray(py))
 }
 

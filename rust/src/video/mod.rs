@@ -10,6 +10,7 @@ pub mod sample;
 pub mod timestamps;
 pub mod budget;
 pub mod patchify;
+pub mod frames;
 
 #[cfg(test)]
 mod golden_tests;
