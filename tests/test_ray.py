@@ -289,7 +289,7 @@ def test_serve_answers_the_seed_rerank_example_with_the_library_scores(served, m
     want = lib.rerank(SEED_QUERY, SEED_DOCUMENTS, top_n=2)
     auth = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(base_url=served, headers=auth, timeout=60) as client:
-        assert client.get("/health").json() == {"status": "ok", "models": ["vl-rerank"]}
+        assert client.get("/health").json() == {"status": "ok", "models": {"vl-rerank": "ok"}}
         r = client.post("/v1/rerank", json={"model": "vl-rerank", "query": SEED_QUERY,
                                             "documents": SEED_DOCUMENTS, "top_n": 2})
         assert r.status_code == 200, r.text

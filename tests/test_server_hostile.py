@@ -463,8 +463,9 @@ def test_sigterm_answers_queued_requests_with_json_503(exported_models):
         def post(key: str, body: dict) -> None:
             answers[key] = httpx.post(url + "/v1/rerank", json=body, timeout=120)
 
-        # A job of many seconds (its estimated cost is over the batch budget, so it runs alone) ...
-        long_job = {"model": "rr", "query": "q", "documents": [("word%d " % i) * 400 for i in range(60)]}
+        # A job of many seconds even on a quiet machine (240 documents of ~1,200 tokens; its estimated cost
+        # is over the batch budget, so it runs alone) ...
+        long_job = {"model": "rr", "query": "q", "documents": [("word%d " % i) * 400 for i in range(240)]}
         threads.append(threading.Thread(target=post, args=("long", long_job)))
         threads[-1].start()
         time.sleep(1.5)
