@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-spec = json.loads(sys.argv[1])
+spec = json.loads(open(sys.argv[1]).read())  # a file: a 32k-token document is over the argv limit
 kwargs = {"memory_budget": spec["memory_budget"]} if spec.get("memory_budget") else {}
 rr = vlrank.Reranker(spec["model"], providers="cpu", max_length=spec["max_length"], **kwargs)
 rr.rerank("warm up", ["a short pair"])  # pages the memory-mapped weights in: "loaded" means resident
@@ -128,8 +129,13 @@ def run_vlrank(model: Path, *, document: str, images: list[Path], max_length: in
     spec = {"model": str(model), "query": QUERY, "document": document, "images": [str(p) for p in images],
             "max_length": max_length, "memory_budget": memory_budget}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-c", _VLRANK_CASE, json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=7200)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _VLRANK_CASE, fh.name], capture_output=True, text=True,
+                              env=env, timeout=7200)
+    finally:
+        os.unlink(fh.name)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
