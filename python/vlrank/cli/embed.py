@@ -1,6 +1,6 @@
-"""``vlrank embed --model M [TEXT...] [--image PATH] [--text T] [--inputs FILE.jsonl]``: JSON on stdout.
+"""``vlrank embed --model M [TEXT...] [--image PATH] [--video PATH] [--text T] [--inputs FILE.jsonl]``: JSON on stdout.
 
-Each TEXT argument is one input; the ``--image`` / ``--text`` parts, in command-line order, form one more
+Each TEXT argument is one input; the ``--image`` / ``--video`` / ``--text`` parts, in command-line order, form one more
 (multimodal) input; then the lines of ``--inputs``."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import argparse
 from pathlib import Path
 
 from vlrank.cli.common import add_model_options, collect_inputs, write_json
-from vlrank.cli.media import image_file, text_part
+from vlrank.cli.media import add_video_options, image_file, text_part, video_file, with_video_options
 
 EXAMPLES = """examples:
   vlrank embed --model out/emb "a red logo" "a blue car"
   vlrank embed --model out/emb "a red logo" --dimensions 256 --encoding-format base64
   vlrank embed --model out/emb --image photo.jpg --text "a photo of a beach"   # one input: image + text
+  vlrank embed --model out/emb --video clip.mp4 --text "a cooking video" --fps 2    # one input: video + text
   vlrank embed --model out/emb --inputs inputs.jsonl --instruction "Represent the page for retrieval."
   # inputs.jsonl, one input per line:
   #   "a plain text"
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="*", help="texts to embed, one input each")
     p.add_argument("--image", dest="parts", action="append", type=image_file, default=[], metavar="PATH",
                    help="an image file, a part of one multimodal input with the --text parts (repeatable)")
+    p.add_argument("--video", dest="parts", action="append", type=video_file, metavar="PATH",
+                   help="a video file, a part of that multimodal input (repeatable)")
     p.add_argument("--text", dest="parts", action="append", type=text_part, metavar="TEXT",
                    help="a text part of that multimodal input (repeatable)")
     p.add_argument("--inputs", type=Path, default=None,
@@ -39,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", default=None)
     p.add_argument("--dimensions", type=int, default=None)
     p.add_argument("--encoding-format", choices=["float", "base64"], default="float")
+    add_video_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -46,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Embedder
 
-    given = list(args.texts) + ([{"content": args.parts}] if args.parts else [])
+    given = list(args.texts) + ([{"content": with_video_options(args.parts, args)}] if args.parts else [])
     inputs = collect_inputs(given, args.inputs, file_flag="--inputs", field="input",
-                            missing="nothing to embed: pass TEXT arguments, --image PATH / --text TEXT, or "
+                            missing="nothing to embed: pass TEXT arguments, --image / --video PATH / --text TEXT, or "
                                     "--inputs FILE.jsonl")
     em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,

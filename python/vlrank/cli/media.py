@@ -1,4 +1,5 @@
-"""Image files named on the command line as content parts (``--image`` / ``--document-image``).
+"""Image and video files named on the command line as content parts (``--image`` / ``--document-image``,
+``--video`` / ``--document-video``).
 
 A path is checked when the arguments are parsed (a missing file is a usage error naming the flag, exit 2)
 and handed on as a ``file://`` URL of its absolute path: the library reads local files, and results that
@@ -19,6 +20,43 @@ def image_file(value: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": path.resolve().as_uri()}}
 
 
+def video_file(value: str) -> dict[str, Any]:
+    """argparse ``type=``: an existing video file -> a ``video_url`` content part (sampling options are added
+    by ``with_video_options`` once every flag is parsed)."""
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a file; pass the path of a video file (e.g. .mp4)")
+    return {"type": "video_url", "video_url": {"url": path.resolve().as_uri()}}
+
+
+def video_document(value: str) -> dict[str, Any]:
+    """argparse ``type=``: an existing video file -> a document of that one video."""
+    return {"content": [video_file(value)]}
+
+
+def add_video_options(p: argparse.ArgumentParser) -> None:
+    """``--fps`` / ``--max-frames`` / ``--total-pixels`` for every video named on the command line."""
+    g = p.add_argument_group("video sampling (for the videos named on the command line; default: the library's)")
+    g.add_argument("--fps", type=float, default=None, help="frames sampled per second of video (default 1)")
+    g.add_argument("--max-frames", type=int, default=None, help="at most this many sampled frames (default 64)")
+    g.add_argument("--total-pixels", type=float, default=None,
+                   help="pixel budget of the whole video (frames x height x width); lowers each frame's size")
+
+
+def with_video_options(items: list[Any], args: argparse.Namespace) -> list[Any]:
+    """``items`` (parts, or documents of parts) with the command line's sampling options set on each video part."""
+    opts = {k: v for k, v in (("fps", args.fps), ("max_frames", args.max_frames),
+                              ("total_pixels", args.total_pixels)) if v is not None}
+    if not opts:
+        return items
+
+    def fix(part: Any) -> Any:
+        return {**part, **opts} if isinstance(part, dict) and part.get("type") == "video_url" else part
+
+    return [{"content": [fix(x) for x in it["content"]]} if isinstance(it, dict) and "content" in it else fix(it)
+            for it in items]
+
+
 def text_part(value: str) -> dict[str, Any]:
     """argparse ``type=``: a text -> a ``text`` content part."""
     return {"type": "text", "text": value}
@@ -29,4 +67,5 @@ def image_document(value: str) -> dict[str, Any]:
     return {"content": [image_file(value)]}
 
 
-__all__ = ["image_file", "text_part", "image_document"]
+__all__ = ["image_file", "text_part", "image_document", "video_file", "video_document", "add_video_options",
+           "with_video_options"]
