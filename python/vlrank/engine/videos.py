@@ -177,23 +177,27 @@ def _plan_frames(v: VideoInput, *, max_tokens: int, max_decode_bytes: int, max_i
     sizes = _frame_sizes(v)
     for f, (h, w) in zip(v.frames, sizes):
         check_image_pixels(height=h, width=w, max_image_pixels=max_image_pixels, max_pixels=h * w, name=f.origin)
+    def fetched_size(height: int, width: int) -> tuple[int, int]:
+        with named_field(field):
+            other = pv.plan_frame_list(num_frames=len(v.frames), height=height, width=width,
+                                       min_pixels=v.min_pixels, total_pixels=v.total_pixels)
+        return other.pre_height, other.pre_width
+
     with named_field(field):
         plan = pv.plan_frame_list(num_frames=len(v.frames), height=sizes[0][0], width=sizes[0][1],
                                   min_pixels=v.min_pixels, total_pixels=v.total_pixels)
-        fetched: dict[tuple[int, int], tuple[int, int]] = {sizes[0]: (plan.pre_height, plan.pre_width)}
-        for i in sorted(set(plan.frames)):
-            size = sizes[i]
-            if size not in fetched:
-                other = pv.plan_frame_list(num_frames=len(v.frames), height=size[0], width=size[1],
-                                           min_pixels=v.min_pixels, total_pixels=v.total_pixels)
-                fetched[size] = (other.pre_height, other.pre_width)
-            if fetched[size] != fetched[sizes[0]]:
-                fh, fw = fetched[sizes[0]]
-                raise InvalidInputError(
-                    f"{v.frames[i].origin}: this frame is {size[1]}x{size[0]} (resized to {fetched[size][1]}x"
-                    f"{fetched[size][0]}) but the first frame is {sizes[0][1]}x{sizes[0][0]} (resized to {fw}x{fh}); "
-                    "the frames of a video must share one size (the official code cannot stack them either); "
-                    "pass frames of one size", field=v.frames[i].origin)
+    fetched: dict[tuple[int, int], tuple[int, int]] = {sizes[0]: (plan.pre_height, plan.pre_width)}
+    for i in sorted(set(plan.frames)):
+        size = sizes[i]
+        if size not in fetched:
+            fetched[size] = fetched_size(*size)
+        if fetched[size] != fetched[sizes[0]]:
+            fh, fw = fetched[sizes[0]]
+            raise InvalidInputError(
+                f"{v.frames[i].origin}: this frame is {size[1]}x{size[0]} (resized to {fetched[size][1]}x"
+                f"{fetched[size][0]}) but the first frame is {sizes[0][1]}x{sizes[0][0]} (resized to {fw}x{fh}); "
+                "the frames of a video must share one size (the official code cannot stack them either); "
+                "pass frames of one size", field=v.frames[i].origin)
     kept = [sizes[i] for i in plan.frames]
     raw = sum(h * w * 3 for h, w in kept)
     need = raw + len(kept) * plan.pre_height * plan.pre_width * 3

@@ -143,7 +143,8 @@ def decode_frames(source: VideoSource, indices: Sequence[int] | None = None, *, 
         idx = list(range(total))
     bad = [i for i in idx if not 0 <= i < total]
     if bad:
-        raise InvalidInputError(f"{name}: frame index {bad[0]} is out of range for {total} frames")
+        raise VideoDecodeError(f"{name}: frame index {bad[0]} is out of range: only {total} frames decode (a truncated "
+                               "or corrupt file, or a header that says more); pass a complete file")
     want: dict[int, list[int]] = {}
     for out_pos, i in enumerate(idx):
         want.setdefault(order[i], []).append(out_pos)
