@@ -8,7 +8,6 @@ import io
 import threading
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import av  # the test extra installs PyAV (vlrank[video])
 import numpy as np
@@ -71,7 +70,7 @@ def test_corrupt_and_truncated_containers(rr: vlrank.Reranker) -> None:
     data = CLIP.read_bytes()
     for cut in (300, len(data) // 2):
         part = {"type": "video", "video": data[:cut]}
-        _raises(InvalidInputError, "documents[1].content[0].video", lambda: rr.rerank("q", _doc(part)))
+        _raises(InvalidInputError, "documents[1].content[0].video", lambda p=part: rr.rerank("q", _doc(p)))
 
 
 def test_audio_only_file(rr: vlrank.Reranker) -> None:
@@ -193,7 +192,7 @@ def test_bad_sources_name_their_field(rr: vlrank.Reranker) -> None:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = CLIP.read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", "video/mp4")

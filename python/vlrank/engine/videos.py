@@ -62,8 +62,9 @@ def video_key(v: VideoInput) -> str:
 class PreparedVideo:
     """A planned video (tokens known, nothing decoded) and its frame pairs in order."""
 
-    def __init__(self, *, key: str, source: VideoInput, plan: pv.VideoPlan, merge: int, patch: int) -> None:
+    def __init__(self, *, key: str, source: VideoInput, plan: pv.VideoPlan, merge: int, total_frames: int) -> None:
         self.key = key
+        self.total_frames = total_frames  # a file's frame count the plan was made from (a list's length)
         self.source = source
         self.plan = plan
         self.origin = source.origin
@@ -92,9 +93,9 @@ class PreparedVideo:
         with named_field(self.origin):
             if src.data is not None:
                 frames, _, total = video_io.decode_frames(src.data, plan.frames, name=self.origin)
-                if total != self._total:
+                if total != self.total_frames:
                     raise video_io.VideoDecodeError(
-                        f"{self.origin}: the header records {self._total} frames but {total} decode (a truncated or "
+                        f"{self.origin}: the header records {self.total_frames} frames but {total} decode (a truncated or "
                         "inconsistent file); re-mux it (e.g. ffmpeg -i in.mp4 -c copy out.mp4) or pass the frames")
             else:
                 natives = [f.payload for f in src.frames]
@@ -110,8 +111,6 @@ class PreparedVideo:
         n = self.pairs[0].grid_h * self.pairs[0].grid_w if self.pairs else 0
         for k, pair in enumerate(self.pairs):
             pair._pixels = np.asarray(pixels[k * n:(k + 1) * n], dtype=np.float32)
-
-    _total = 0  # the file's frame count the plan was made from
 
 
 def _fit_advice(plan: pv.VideoPlan, max_tokens: int) -> str:
@@ -211,7 +210,7 @@ def _plan_frames(v: VideoInput, *, max_tokens: int, max_decode_bytes: int, max_i
     return plan
 
 
-def prepare_video(v: VideoInput, *, key: str, merge: int, patch: int, max_tokens: int, max_decode_bytes: int,
+def prepare_video(v: VideoInput, *, key: str, merge: int, max_tokens: int, max_decode_bytes: int,
                   max_image_pixels: int) -> PreparedVideo:
     """Plan one video from its header(s) under the limits of the module docstring."""
     if v.data is not None:
@@ -220,9 +219,7 @@ def prepare_video(v: VideoInput, *, key: str, merge: int, patch: int, max_tokens
     else:
         plan, total = _plan_frames(v, max_tokens=max_tokens, max_decode_bytes=max_decode_bytes,
                                    max_image_pixels=max_image_pixels), len(v.frames)
-    prepared = PreparedVideo(key=key, source=v, plan=plan, merge=merge, patch=patch)
-    prepared._total = total
-    return prepared
+    return PreparedVideo(key=key, source=v, plan=plan, merge=merge, total_frames=total)
 
 
 def decode_pairs(pairs: Sequence[VideoPair], *, max_image_pixels: int) -> None:

@@ -176,7 +176,7 @@ class ImageBatch:
             for v in getattr(side, "videos", ()):
                 key = video_key(v)
                 if key not in self._videos:
-                    self._videos[key] = prepare_video(v, key=key, merge=self.tower.merge, patch=self.tower.patch,
+                    self._videos[key] = prepare_video(v, key=key, merge=self.tower.merge,
                                                       max_tokens=max_tokens, max_decode_bytes=self.max_decode_bytes,
                                                       max_image_pixels=self.max_image_pixels)
                 row.append(self._videos[key])
