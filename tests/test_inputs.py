@@ -214,7 +214,7 @@ def test_embedding_errors() -> None:
          "url string"),
         ([{"content": [{"type": "image_url", "image_url": 5}]}], "documents[0].content[0].image_url", "url"),
         ([{"content": [{"type": "image"}]}], "documents[0].content[0]", '"image"'),
-        ([{"content": [{"type": "video", "video": "v.mp4"}]}], "documents[0].content[0].type", "video"),
+        ([{"content": [{"type": "video", "video": "v.mp4"}]}], "documents[0].content[0].video", "no such video"),
         ([{"content": [{"type": "audio"}]}], "documents[0].content[0].type", "unknown"),
         ([{"content": [{"text": "no type"}]}], "documents[0].content[0].type", "unknown"),
     ],

@@ -178,7 +178,7 @@ BAD_RERANK = [
     ("q", [{"content": ["bare string part"]}], InvalidInputError, "documents[0].content[0]"),
     ("q", [{"content": [{"text": "no type"}]}], InvalidInputError, "documents[0].content[0].type"),
     ("q", [{"content": [{"type": "audio"}]}], InvalidInputError, "documents[0].content[0].type"),
-    ("q", [{"content": [{"type": "video", "video": "x.mp4"}]}], InvalidInputError, "documents[0].content[0].type"),
+    ("q", [{"content": [{"type": "video", "video": "x.mp4"}]}], ImageFetchError, "documents[0].content[0].video"),
     ("q", [{"content": [{"type": 5}]}], InvalidInputError, "documents[0].content[0].type"),
     ("q", [{"content": [{"type": ["text"]}]}], InvalidInputError, "documents[0].content[0].type"),
     ("q", [{"content": [{"type": "image_url"}]}], InvalidInputError, "documents[0].content[0]"),

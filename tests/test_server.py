@@ -172,7 +172,7 @@ def test_404_unknown_model_and_route(client):
         ({"model": VL_RERANK, "query": "q", "documents": ["d"], "topn": 2}, "topn"),
         ({"model": VL_RERANK, "query": 5, "documents": ["d"]}, "query"),
         ({"model": VL_RERANK, "query": "q", "documents": ["d", {"content": [{"type": "video", "video": "v"}]}]},
-         "documents[1].content[0].type"),
+         "documents[1].content[0].video"),
         ({"model": VL_RERANK, "query": "q", "documents": [{"content": [{"type": "image_url",
                                                                         "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
          "documents[0].content[0].image_url.url"),

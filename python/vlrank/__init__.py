@@ -24,11 +24,11 @@ from vlrank.version import __version__
 
 __all__ = ["__version__", *(name for name in _errors.__all__ if name.endswith("Error"))]
 
-# inputs: request shapes -> typed parts, image source policy
-from vlrank.inputs import FetchPolicy, ImageSource  # noqa: E402
+# inputs: request shapes -> typed parts, image / video source policy
+from vlrank.inputs import FetchPolicy, ImageSource, VideoInput  # noqa: E402
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query  # noqa: E402
 
-__all__ += ["FetchPolicy", "ImageSource", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
+__all__ += ["FetchPolicy", "ImageSource", "VideoInput", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
 
 # tasks and export: the model classes, and checkpoint -> ONNX model directory
 from vlrank.export import export  # noqa: E402

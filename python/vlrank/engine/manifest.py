@@ -85,6 +85,12 @@ class Manifest:
     def image_pad_id(self) -> int | None:
         return self.special.get("image_pad")
 
+    @property
+    def video_pad_id(self) -> int | None:
+        """<|video_pad|>'s id; None for an export whose decoder does not fill video features (made before
+        vlrank read videos, or a text model): such a directory must be re-exported for video input."""
+        return self.special.get("video_pad")
+
     def file(self, key: str) -> Path:
         """The file ``files.<key>`` names, always inside the model directory (checked by read_manifest and
         again here, after resolving symlinks, so a link planted later cannot lead out of it either)."""

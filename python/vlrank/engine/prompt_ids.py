@@ -80,46 +80,66 @@ def context_error_for_row(build_ids: Callable[[list[int]], Sequence[int]], image
                             max_pixels=max_pixels, field=field, max_length=max_length)
 
 
+def _video_tokens(videos: Sequence | None) -> list[tuple[int, list[str]]]:
+    return [v.tokens for v in videos or ()]
+
+
 def vl_rerank_ids(tokenizer, *, query, documents: Sequence, query_images: Sequence[PreparedImage],
                   doc_images: Sequence[Sequence[PreparedImage]], instruction: str | None, max_length: int,
-                  min_pixels: int, max_pixels: int) -> list[list[int]]:
-    """``prompts.build_vl_rerank_ids_batch`` for a parsed query and documents; a pair over the context
-    raises a ContextTooLongError naming that document, the tokens it needs and a max_pixels that fits."""
+                  min_pixels: int, max_pixels: int, query_videos: Sequence | None = None,
+                  doc_videos: Sequence[Sequence] | None = None) -> list[list[int]]:
+    """``prompts.build_vl_rerank_ids_batch`` for a parsed query and documents (each side: its videos'
+    ``(tokens_per_group, timestamp_text)``, image token counts, texts); a pair over the context raises a
+    ContextTooLongError naming that document, the tokens it needs and a max_pixels that fits. Video tokens
+    count as fixed tokens of the row here: a video alone over the context was refused when it was planned."""
     q_counts = ImageBatch.token_counts(query_images)
+    q_videos = _video_tokens(query_videos)
+    d_videos = [_video_tokens(v) for v in (doc_videos or [[] for _ in documents])]
 
     def row(i: int, counts: list[int]) -> Sequence[int]:
         return prompts.build_vl_rerank_ids(
             tokenizer, query_images=counts[: len(q_counts)], query_texts=list(query.texts),
             doc_images=counts[len(q_counts):], doc_texts=list(documents[i].texts), instruction=instruction,
-            max_length=max_length)
+            max_length=max_length, query_videos=q_videos, doc_videos=d_videos[i])
 
     rows = [list(query_images) + list(imgs) for imgs in doc_images]
     fields = [f"documents[{i}]" for i in range(len(rows))]
-    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
+    extra = [_tokens(q_videos) + _tokens(dv) for dv in d_videos]
+    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields, extra=extra)
     try:
         return [list(r) for r in prompts.build_vl_rerank_ids_batch(
             tokenizer, query_images=q_counts, query_texts=list(query.texts),
-            documents=[(ImageBatch.token_counts(imgs), list(d.texts)) for imgs, d in zip(doc_images, documents)],
-            instruction=instruction, max_length=max_length)]
+            documents=[(ImageBatch.token_counts(imgs), list(d.texts), dv)
+                       for imgs, d, dv in zip(doc_images, documents, d_videos)],
+            instruction=instruction, max_length=max_length, query_videos=q_videos)]
     except ContextTooLongError as exc:
         raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
                                    fields=fields) or exc from None
 
 
+def _tokens(videos: Sequence[tuple[int, list[str]]]) -> int:
+    """A lower bound of the videos' prompt tokens (pads and the four wrapper tokens per pair / video)."""
+    return sum(len(ts) * (tpg + 2) + 2 for tpg, ts in videos)
+
+
 def vl_embed_ids(tokenizer, *, inputs: Sequence, images: Sequence[Sequence[PreparedImage]],
-                 instruction: str | None, max_length: int, min_pixels: int, max_pixels: int) -> list[list[int]]:
+                 instruction: str | None, max_length: int, min_pixels: int, max_pixels: int,
+                 videos: Sequence[Sequence] | None = None) -> list[list[int]]:
     """``prompts.build_vl_embed_ids_batch`` for parsed inputs, with image-aware context errors."""
+    vids = [_video_tokens(v) for v in (videos or [[] for _ in inputs])]
 
     def row(i: int, counts: list[int]) -> Sequence[int]:
         return prompts.build_vl_embed_ids(tokenizer, images=counts, texts=list(inputs[i].texts),
-                                          instruction=instruction, max_length=max_length)
+                                          instruction=instruction, max_length=max_length, videos=vids[i])
 
     rows = [list(imgs) for imgs in images]
     fields = [f"input[{i}]" for i in range(len(rows))]
-    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields)
+    _check_image_tokens(row, rows, min_pixels=min_pixels, max_pixels=max_pixels, fields=fields,
+                        extra=[_tokens(v) for v in vids])
     try:
         return [list(r) for r in prompts.build_vl_embed_ids_batch(
-            tokenizer, inputs=[(ImageBatch.token_counts(imgs), list(x.texts)) for imgs, x in zip(images, inputs)],
+            tokenizer, inputs=[(ImageBatch.token_counts(imgs), list(x.texts), v)
+                               for imgs, x, v in zip(images, inputs, vids)],
             instruction=instruction, max_length=max_length)]
     except ContextTooLongError as exc:
         raise _first_context_error(row, rows, min_pixels=min_pixels, max_pixels=max_pixels,
@@ -142,11 +162,13 @@ def _first_context_error(build_row: Callable[[int, list[int]], Sequence[int]],
 
 def _check_image_tokens(build_row: Callable[[int, list[int]], Sequence[int]],
                         rows: Sequence[Sequence[PreparedImage]], *, min_pixels: int, max_pixels: int,
-                        fields: Sequence[str]) -> None:
-    """Rows whose images alone overflow the context fail here, before the prompt builder (which refuses a
-    single image count over the context as a plain invalid count, without the max_pixels advice)."""
+                        fields: Sequence[str], extra: Sequence[int] | None = None) -> None:
+    """Rows whose images (with ``extra`` fixed tokens each, e.g. their videos) overflow the context fail here,
+    before the prompt builder (which refuses a single image count over the context as a plain invalid
+    count, without the max_pixels advice)."""
     for i, imgs in enumerate(rows):
-        if sum(img.num_tokens + IMAGE_WRAPPER_TOKENS for img in imgs) > CONTEXT_TOKENS:
+        fixed = extra[i] if extra else 0
+        if imgs and fixed + sum(img.num_tokens + IMAGE_WRAPPER_TOKENS for img in imgs) > CONTEXT_TOKENS:
             raise context_error_for_row(lambda counts, i=i: build_row(i, counts), imgs, min_pixels=min_pixels,
                                         max_pixels=max_pixels, field=fields[i])
 

@@ -26,7 +26,8 @@ DEFAULT_MAX_BATCH_SIZE = 64
 
 
 class Row:
-    """One decoder row: prompt ids plus the prepared images whose pads it holds (in order)."""
+    """One decoder row: prompt ids plus the vision windows whose pads it holds, in prompt order (images and
+    video frame pairs, engine/videos.py: the memory budget and the features count both alike)."""
 
     __slots__ = ("ids", "images")
 
@@ -79,6 +80,7 @@ class ModelRunner:
         self.family = self.manifest.family
         self.pad_id = self.manifest.pad_id
         self.image_pad_id = self.manifest.image_pad_id
+        self.video_pad_id = self.manifest.video_pad_id
         self.hidden = self.manifest.dims.hidden_size
         self.deepstack = self.manifest.dims.deepstack_layers
 
@@ -182,7 +184,8 @@ class ModelRunner:
 
     def _positions(self, row: Row, image_batch) -> np.ndarray:
         if row.images:
-            return image_batch.positions(row.ids, row.images, image_pad_id=self.image_pad_id)
+            return image_batch.positions(row.ids, row.images, image_pad_id=self.image_pad_id,
+                                         video_pad_id=self.video_pad_id)
         return np.broadcast_to(np.arange(len(row.ids), dtype=np.int64), (3, len(row.ids))).copy()
 
 

@@ -29,6 +29,7 @@ from vlrank.engine.sessions import create_session
 from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
 from vlrank.preprocess.images import (
+    DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT,
     DEFAULT_MAX_IMAGE_PIXELS,
     check_image_pixels,
     preprocess_native_items,
@@ -151,14 +152,36 @@ class ImageBatch:
     """Images of one call: preprocess and encode each distinct image once, hand out decoder feeds."""
 
     def __init__(self, tower: VisionTower, *, min_pixels: int, max_pixels: int,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT) -> None:
         self.tower = tower
         self.min_pixels = int(min_pixels)
         self.max_pixels = int(max_pixels)
-        # Source pixels per image, refused from the header in _probe (and the native decode limit).
+        # Source pixels per image (and per video frame), refused from the header (and the native decode limit).
         self.max_image_pixels = int(max_image_pixels)
+        # Decoded frames one video may hold at once (engine/videos.py), the images' per-call decode budget.
+        self.max_decode_bytes = int(max_decode_bytes)
         self._prepared: dict[tuple[str, int, int], PreparedImage] = {}
         self._encoded: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._videos: dict[str, object] = {}
+
+    def prepare_videos(self, sides: Sequence, *, max_tokens: int) -> list[list]:
+        """For each side (a ``ParsedInput``) its ``PreparedVideo``s in order, planned from the headers with
+        nothing decoded (engine/videos.py); the same video (content + options) is planned once."""
+        from vlrank.engine.videos import prepare_video, video_key  # noqa: PLC0415 - videos imports this module
+
+        out = []
+        for side in sides:
+            row = []
+            for v in getattr(side, "videos", ()):
+                key = video_key(v)
+                if key not in self._videos:
+                    self._videos[key] = prepare_video(v, key=key, merge=self.tower.merge,
+                                                      max_tokens=max_tokens, max_decode_bytes=self.max_decode_bytes,
+                                                      max_image_pixels=self.max_image_pixels)
+                row.append(self._videos[key])
+            out.append(row)
+        return out
 
     # ---- preprocessing -------------------------------------------------------------------------------
     def prepare(self, sides: Sequence) -> list[list[PreparedImage]]:
@@ -207,6 +230,12 @@ class ImageBatch:
     def _decode(self, images: Sequence[PreparedImage]) -> None:
         """Preprocess every not-yet-decoded image among ``images`` in one native call (parallel, GIL free)."""
         pending = list({id(img): img for img in images if not img.has_pixels}.values())
+        pairs = [img for img in pending if hasattr(img, "video")]
+        if pairs:
+            from vlrank.engine.videos import decode_pairs  # noqa: PLC0415 - videos imports this module
+
+            decode_pairs(pairs, max_image_pixels=self.max_image_pixels)
+            pending = [img for img in pending if not hasattr(img, "video")]
         if not pending:
             return
         results = preprocess_native_items([img.payload for img in pending], min_pixels=self.min_pixels,

@@ -130,11 +130,16 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     image_pad = ckpt.config.get("image_token_id", special.get("image_pad"))
     if ckpt.family == "qwen3_vl":
         special["image_pad"] = int(image_pad)
+        video_pad = ckpt.config.get("video_token_id", special.get("video_pad"))
+        if video_pad is not None:
+            special["video_pad"] = int(video_pad)
+    else:
+        special.pop("video_pad", None)  # a text model has no video input
     bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
                           image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
                           precision=precision, quant=quant, progress=bar,
-                          video_token_id=ckpt.config.get("video_token_id") if ckpt.family == "qwen3_vl" else None)
+                          video_token_id=special.get("video_pad"))
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]

@@ -10,7 +10,8 @@ Fields (format 1):
                        "symmetric": true, "op": "com.microsoft.MatMulNBits"} (export/quantize.py)
   dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
                        deepstack_layers (K of deepstack_embeds; 0 for text)
-  special_tokens       yes, no, image_pad, vision_start, vision_end, im_start, im_end, endoftext
+  special_tokens       yes, no, image_pad, video_pad, vision_start, vision_end, im_start, im_end, endoftext
+                       (video_pad: recorded by exports whose decoder fills <|video_pad|>)
   prompt               system / default instruction the export used (the Rust core's prompt.rs constants)
   max_length           default max prompt tokens; context_length: the hard ceiling
   image                vision geometry + default pixel budget (qwen3_vl only)
@@ -53,6 +54,7 @@ SPECIAL_TOKEN_TEXT = {
     "vision_start": "<|vision_start|>",
     "vision_end": "<|vision_end|>",
     "image_pad": "<|image_pad|>",
+    "video_pad": "<|video_pad|>",
 }
 
 

@@ -103,8 +103,11 @@ def _connect(
     raise ImageFetchError(f"{field}: cannot connect to {url!r} ({last}); pass a reachable URL", field=field)
 
 
-def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
-    """GET an http(s) URL under ``policy``: checked addresses, re-checked redirects, total timeout, byte cap."""
+def fetch_http(url: str, *, field: str, policy: FetchPolicy, max_bytes: int | None = None,
+               what: str = "image") -> bytes:
+    """GET an http(s) URL under ``policy``: checked addresses, re-checked redirects, total timeout, byte cap
+    (``max_bytes``, default ``policy.max_bytes``; ``what`` names the thing in errors and the Accept header)."""
+    cap = policy.max_bytes if max_bytes is None else max_bytes
     deadline = time.monotonic() + policy.timeout_s
     current = url
     previous: str | None = None
@@ -115,7 +118,7 @@ def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
         try:
             target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             try:
-                conn.request("GET", target, headers={"User-Agent": "vlrank", "Accept": "image/*"})
+                conn.request("GET", target, headers={"User-Agent": "vlrank", "Accept": f"{what}/*"})
                 resp = conn.getresponse()
             except TimeoutError as exc:
                 raise ImageFetchError(
@@ -144,7 +147,7 @@ def fetch_http(url: str, *, field: str, policy: FetchPolicy) -> bytes:
                     f"{field}: {url!r} answered HTTP {resp.status} {resp.reason}; pass a URL that serves the image",
                     field=field,
                 )
-            return _read_capped(resp, conn, deadline=deadline, field=field, url=url, max_bytes=policy.max_bytes)
+            return _read_capped(resp, conn, deadline=deadline, field=field, url=url, max_bytes=cap, what=what)
         finally:
             conn.close()
     raise ImageFetchError(f"{field}: {url!r} redirected more than {_MAX_REDIRECTS} times; pass the final URL", field=field)
@@ -158,11 +161,11 @@ def _remaining(deadline: float, field: str, url: str) -> float:
 
 
 def _read_capped(resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, *, deadline: float, field: str,
-                 url: str, max_bytes: int) -> bytes:
+                 url: str, max_bytes: int, what: str = "image") -> bytes:
     length = resp.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise ImageTooLargeError(
-            f"{field}: {url!r} announces {length} bytes, over the {max_bytes}-byte cap; pass a smaller image",
+            f"{field}: {url!r} announces {length} bytes, over the {max_bytes}-byte cap; pass a smaller {what}",
             field=field,
         )
     buf = bytearray()
@@ -183,7 +186,7 @@ def _read_capped(resp: http.client.HTTPResponse, conn: http.client.HTTPConnectio
         buf += chunk
         if len(buf) > max_bytes:
             raise ImageTooLargeError(
-                f"{field}: {url!r} sent more than the {max_bytes}-byte cap; pass a smaller image", field=field
+                f"{field}: {url!r} sent more than the {max_bytes}-byte cap; pass a smaller {what}", field=field
             )
 
 

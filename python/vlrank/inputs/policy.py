@@ -1,4 +1,4 @@
-"""The URL policy: where an image may be fetched from and how much may be read.
+"""The URL policy: where an image or video may be fetched from and how much may be read.
 
 ``FetchPolicy`` holds the limits; ``resolve_checked`` resolves a host once and refuses it when any of its
 addresses is private, loopback, link-local, multicast, reserved or otherwise non-global (unless the policy
@@ -22,12 +22,18 @@ class FetchPolicy:
     ``allowed_private_hosts`` exempts exact host names (as written in the URL, e.g. an internal image
     service) from the private-address refusal; redirects to any other private host are still refused.
     Proxy environment variables are ignored on purpose: the address that was checked is the one connected.
+
+    ``max_bytes`` caps one image; ``max_video_bytes`` caps one video file (data URL, http(s), local file or
+    bytes). Videos get their own cap because a container holds many frames: 256 MiB keeps a 1080p H.264
+    clip of several minutes (the official sampling keeps at most 64 frames of it) while bounding what one
+    request can make the process hold; frame lists are images and use ``max_bytes`` per frame.
     """
 
     allow_local_files: bool = True
     allow_private_urls: bool = False
     timeout_s: float = 10.0
     max_bytes: int = 20 * MiB
+    max_video_bytes: int = 256 * MiB
     allowed_private_hosts: frozenset[str] = dc_field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -40,6 +46,13 @@ class FetchPolicy:
             raise InvalidInputError(
                 f"max_bytes must be a positive int, got {self.max_bytes!r}; pass e.g. max_bytes=20 * 1024 * 1024",
                 field="max_bytes",
+            )
+        if isinstance(self.max_video_bytes, bool) or not isinstance(self.max_video_bytes, int) \
+                or self.max_video_bytes <= 0:
+            raise InvalidInputError(
+                f"max_video_bytes must be a positive int, got {self.max_video_bytes!r}; pass e.g. "
+                "max_video_bytes=256 * 1024 * 1024",
+                field="max_video_bytes",
             )
         object.__setattr__(self, "allowed_private_hosts", frozenset(h.lower() for h in self.allowed_private_hosts))
 

@@ -143,23 +143,32 @@ def decode_frames(source: VideoSource, indices: Sequence[int] | None = None, *, 
         idx = list(range(total))
     bad = [i for i in idx if not 0 <= i < total]
     if bad:
-        raise InvalidInputError(f"{name}: frame index {bad[0]} is out of range for {total} frames")
+        raise VideoDecodeError(f"{name}: frame index {bad[0]} is out of range: only {total} frames decode (a truncated "
+                               "or corrupt file, or a header that says more); pass a complete file")
     want: dict[int, list[int]] = {}
     for out_pos, i in enumerate(idx):
         want.setdefault(order[i], []).append(out_pos)
-    out: list[np.ndarray | None] = [None] * len(idx)
+    # One (T, H, W, 3) array filled in place: the kept frames are held once, never as a list plus a stack.
+    out: np.ndarray | None = None
+    filled = 0
     with _open(av, source, name) as c:
         st = _stream(c, name)
         for k, frame in enumerate(_decoded(av, c, st, name)):
             if k in want:
                 arr = frame.to_rgb().to_ndarray()
+                if out is None:
+                    out = np.empty((len(idx),) + arr.shape, np.uint8)
+                if arr.shape != out.shape[1:]:
+                    raise VideoDecodeError(f"{name}: frame {k} is {arr.shape[1]}x{arr.shape[0]} but the first kept "
+                                           f"frame is {out.shape[2]}x{out.shape[1]}; pass a video of one frame size")
                 for p in want[k]:
                     out[p] = arr
+                    filled += 1
             if k >= max(want):
                 break
-    if any(a is None for a in out):
+    if out is None or filled != len(idx):
         raise VideoDecodeError(f"{name}: the video changed between reads; pass the bytes of a stable file")
-    return np.stack(out), fps, total
+    return out, fps, total
 
 
 def decode_all(source: VideoSource, *, name: str = "video", max_frames_held: int = 768) -> tuple[np.ndarray, float]:

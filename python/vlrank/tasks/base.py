@@ -175,6 +175,28 @@ class Task:
                                     field=self.inputs_field)
         return images.prepare(sides)
 
+    def _prepare_videos(self, sides: list[ParsedInput], images: ImageBatch | None, *, max_tokens: int,
+                        fields: list[str]) -> list[list]:
+        """Each side's planned videos (engine/videos.py: tokens from the headers, nothing decoded yet);
+        refused for a model directory that cannot take video features."""
+        if not any(s.videos for s in sides):
+            return [[] for _ in sides]
+        fld = next(f for f, s in zip(fields, sides) if s.videos)
+        if images is None:
+            raise InvalidInputError(f"{fld}: this model directory has no vision graph, so it cannot "
+                                    f"{self.image_verb} videos; use a Qwen3-VL model", field=fld)
+        if self.runner.manifest.video_pad_id is None:
+            raise ModelDirectoryError(
+                f"model: {self.runner.manifest.root} was exported before vlrank read videos ({fld} holds one; the "
+                "manifest records no <|video_pad|> id, so its decoder does not fill video features); re-export the "
+                "checkpoint with this vlrank (vlrank export SRC OUT)", field="model")
+        return images.prepare_videos(sides, max_tokens=max_tokens)
+
+
+def side_blocks(videos: list, images: list) -> list:
+    """A side's vision windows in prompt order: every video's frame pairs, then the images."""
+    return [pair for v in videos for pair in v.pairs] + list(images)
+
 
 def usage(rows: Sequence[Any]) -> dict[str, int]:
     """The usage block of a result: every prompt token of the call's rows."""
@@ -182,5 +204,5 @@ def usage(rows: Sequence[Any]) -> dict[str, int]:
     return {"prompt_tokens": tokens, "total_tokens": tokens}
 
 
-__all__ = ["Task", "check_pixels", "check_max_length", "check_positive", "check_calls", "check_instruction",
+__all__ = ["Task", "side_blocks", "check_pixels", "check_max_length", "check_positive", "check_calls", "check_instruction",
            "as_int", "usage"]

@@ -19,7 +19,7 @@ from vlrank.engine.prompt_ids import vl_embed_ids
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import parse_embedding_input
-from vlrank.tasks.base import Task, check_instruction, check_positive, usage
+from vlrank.tasks.base import Task, check_instruction, check_positive, side_blocks, usage
 
 ENCODINGS = ("float", "base64")
 
@@ -32,7 +32,7 @@ class _Prepared:
 
 
 class Embedder(Task):
-    """One vector per input (text, image, or both) with Qwen3-VL-Embedding. Arguments as ``Reranker``."""
+    """One vector per input (text, images, videos, or any mix) with Qwen3-VL-Embedding. Arguments as ``Reranker``."""
 
     task = "embed"
     method = "embed"
@@ -67,10 +67,15 @@ class Embedder(Task):
                                     field="encoding_format")
         instruction = check_instruction(instruction)
         inputs = parse_embedding_input(input=input, messages=messages, policy=self.fetch_policy)
+        # Truncation to max_length may not cut a video (as for images): a video is bounded by max_length.
+        per_video = self._prepare_videos(inputs, images, max_tokens=self.max_length,
+                                         fields=[f"input[{i}]" for i in range(len(inputs))])
         per_input = self._prepare_images(inputs, images)
         ids = vl_embed_ids(self.runner.tokenizer, inputs=inputs, images=per_input, instruction=instruction,
-                           max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-        return _Prepared([Row(list(r), imgs) for r, imgs in zip(ids, per_input)], dimensions, encoding_format)
+                           max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                           videos=per_video)
+        return _Prepared([Row(list(r), side_blocks(vids, imgs)) for r, vids, imgs in zip(ids, per_video, per_input)],
+                         dimensions, encoding_format)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:
         data = []

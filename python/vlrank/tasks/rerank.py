@@ -18,7 +18,7 @@ from vlrank.engine.prompt_ids import text_rerank_ids, vl_rerank_ids
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
-from vlrank.tasks.base import Task, check_instruction, check_positive, usage
+from vlrank.tasks.base import Task, check_instruction, check_positive, side_blocks, usage
 
 
 @dataclass
@@ -78,20 +78,26 @@ class Reranker(Task):
         q = parse_query(query, policy=self.fetch_policy)
         docs = parse_documents(documents, policy=self.fetch_policy)
         tok = self.runner.tokenizer
+        fields = ["query"] + [f"documents[{i}]" for i in range(len(docs))]
         if self.family == "qwen3":
-            for side, fld in [(q, "query")] + [(d, f"documents[{i}]") for i, d in enumerate(docs)]:
-                if side.images:
+            for side, fld in zip([q, *docs], fields):
+                if side.images or side.videos:
                     raise InvalidInputError(f"{fld}: this is a text reranker (Qwen3-Reranker); pass text only, or "
-                                            "use a Qwen3-VL-Reranker model for images", field=fld)
+                                            "use a Qwen3-VL-Reranker model for images and videos", field=fld)
             ids = text_rerank_ids(tok, query=q, documents=docs, instruction=instruction,
                                   max_length=self.max_length)
             rows = [Row(r) for r in ids]
         else:
+            # Truncation keeps every video token (they are special), so a video is bounded by the context.
+            q_vids, *d_vids = self._prepare_videos([q, *docs], images, max_tokens=self.runner.manifest.context_length,
+                                                   fields=fields)
             q_imgs, *d_imgs = self._prepare_images([q, *docs], images)
             ids = vl_rerank_ids(tok, query=q, documents=docs, query_images=q_imgs, doc_images=d_imgs,
                                 instruction=instruction, max_length=self.max_length,
-                                min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-            rows = [Row(list(r), q_imgs + di) for r, di in zip(ids, d_imgs)]
+                                min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                                query_videos=q_vids, doc_videos=d_vids)
+            q_blocks = side_blocks(q_vids, q_imgs)
+            rows = [Row(list(r), q_blocks + side_blocks(dv, di)) for r, dv, di in zip(ids, d_vids, d_imgs)]
         return _Prepared(docs, rows, top_n, return_documents, raw_scores)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:

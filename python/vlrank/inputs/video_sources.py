@@ -1,0 +1,168 @@
+"""Video sources: a video file (``video_url`` part) or a frame list (``video`` part) -> one ``VideoInput``.
+
+A video file may be a ``data:video/<fmt>;base64,...`` URL, an ``http(s)://`` URL (fetched under the
+``FetchPolicy`` with its own cap, ``max_video_bytes``), and in the library a ``file://`` URL, a path or the
+container bytes; it is held as bytes, so the same video is recognised by its digest. A frame list is a
+non-empty list whose frames are any image source ``resolve_image`` accepts (each under ``max_bytes``).
+
+Per-part options (the qwen-vl-utils element keys): ``fps`` and ``max_frames`` (files only: a frame list is
+subsampled to 64 frames by the official code, whatever they say), ``min_pixels`` and ``total_pixels``.
+Nothing is decoded here; ``vlrank.engine.videos`` probes the header and plans the tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlrank.errors import ImageFetchError, ImageTooLargeError, InvalidInputError
+from vlrank.inputs.http import fetch_http
+from vlrank.inputs.policy import FetchPolicy
+from vlrank.inputs.sources import ImageSource
+
+OPTION_KEYS = ("fps", "max_frames", "min_pixels", "total_pixels")
+_FILE_ONLY = ("fps", "max_frames")
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True, eq=False)
+class VideoInput:
+    """One video of a side: exactly one of ``data`` (container bytes) or ``frames`` (a frame list), the
+    part's options (None: the official default) and ``origin``, the field path it came from."""
+
+    data: bytes | None = None
+    frames: tuple[ImageSource, ...] = ()
+    fps: float | None = None
+    max_frames: int | None = None
+    min_pixels: int | None = None
+    total_pixels: float | None = None
+    origin: str = ""
+
+    @property
+    def is_frame_list(self) -> bool:
+        return self.data is None
+
+    @property
+    def options(self) -> tuple[float | None, int | None, int | None, float | None]:
+        """(fps, max_frames, min_pixels, total_pixels): with the content, what decides the video's pixels."""
+        return (self.fps, self.max_frames, self.min_pixels, self.total_pixels)
+
+
+def video_options(part: Mapping[str, Any], *, field: str, frame_list: bool) -> dict[str, Any]:
+    """The part's validated options; each bad one is an InvalidInputError naming ``field.<key>``."""
+    out: dict[str, Any] = {}
+    for key in OPTION_KEYS:
+        value = part.get(key)
+        if value is None:
+            continue
+        fld = f"{field}.{key}"
+        if frame_list and key in _FILE_ONLY:
+            raise InvalidInputError(
+                f"{fld}: {key} applies to video files; a frame list is used as given (more than 64 frames are "
+                "subsampled to 64, as the official code does); drop it, or pass the video file as video_url",
+                field=fld)
+        integral = key in ("max_frames", "min_pixels")
+        ok_type = not isinstance(value, bool) and isinstance(value, int if integral else (int, float))
+        if not ok_type or not math.isfinite(value) or value < (2 if key == "max_frames" else 0) or value == 0:
+            what = {"fps": "a number of frames per second > 0 (the official default is 1)",
+                    "max_frames": "an integer >= 2 (frames go in pairs; the official default is 64)",
+                    "min_pixels": "a positive integer number of pixels per frame",
+                    "total_pixels": "a positive number of pixels for the whole video"}[key]
+            raise InvalidInputError(f"{fld}: got {value!r}; pass {what}", field=fld)
+        out[key] = float(value) if key in ("fps", "total_pixels") else int(value)
+    return out
+
+
+def _decode_data_url(url: str, *, field: str, max_bytes: int) -> bytes:
+    m = _DATA_URL.match(url)
+    if m is None:
+        raise InvalidInputError(f"{field}: malformed data URL; pass data:video/mp4;base64,<base64 bytes>", field=field)
+    mime = m["mime"].strip().lower()
+    params = [p.strip().lower() for p in m["params"].split(";") if p.strip()]
+    if not mime.startswith("video/"):
+        raise InvalidInputError(f"{field}: data URL media type {mime or '(none)'!r} is not a video; pass "
+                                "data:video/mp4;base64,... (or video/webm, video/x-matroska, ...)", field=field)
+    if "base64" not in params:
+        raise InvalidInputError(f"{field}: data URL is not base64-encoded; pass data:{mime};base64,<...>", field=field)
+    payload = m["payload"]
+    if len(payload) // 4 * 3 > max_bytes + 2:  # refused before anything is allocated for it
+        raise ImageTooLargeError(f"{field}: data URL holds about {len(payload) // 4 * 3} bytes, over the "
+                                 f"{max_bytes}-byte video cap (max_video_bytes); pass a shorter or smaller video",
+                                 field=field)
+    if _B64.fullmatch(payload) is None or len(payload) % 4:
+        raise InvalidInputError(f"{field}: invalid base64 in data URL; pass standard base64 (A-Z a-z 0-9 + /, '=' "
+                                "padding, no whitespace)", field=field)
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError(f"{field}: invalid base64 in data URL ({exc})", field=field) from exc
+    return _capped(raw, field=field, max_bytes=max_bytes)
+
+
+def _capped(raw: bytes, *, field: str, max_bytes: int) -> bytes:
+    if not raw:
+        raise InvalidInputError(f"{field}: the video is empty (0 bytes); pass a complete video file", field=field)
+    if len(raw) > max_bytes:
+        raise ImageTooLargeError(f"{field}: the video is {len(raw)} bytes, over the {max_bytes}-byte video cap "
+                                 "(max_video_bytes); pass a shorter or smaller video", field=field)
+    return raw
+
+
+def _read_file(path: str | Path, *, field: str, policy: FetchPolicy) -> bytes:
+    if not policy.allow_local_files:
+        raise ImageFetchError(f"{field}: local file paths are not allowed here; pass a data:video/...;base64 URL or "
+                              "an http(s) URL", field=field)
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(policy.max_video_bytes + 1)
+    except FileNotFoundError as exc:
+        raise ImageFetchError(f"{field}: no such video file {str(p)!r}; pass an existing path", field=field) from exc
+    except OSError as exc:
+        raise ImageFetchError(f"{field}: cannot read {str(p)!r} ({exc}); pass a readable video file",
+                              field=field) from exc
+    return _capped(raw, field=field, max_bytes=policy.max_video_bytes)
+
+
+def resolve_video_file(value: Any, *, field: str, policy: FetchPolicy) -> bytes:
+    """The container bytes of a video file source (see the module docstring), under ``policy``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _capped(bytes(value), field=field, max_bytes=policy.max_video_bytes)
+    if isinstance(value, Path):
+        return _read_file(value, field=field, policy=policy)
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field}: cannot use a {type(value).__name__} as a video; pass a URL string "
+                                "(data:video/...;base64, http(s)://, file://), a path or the file's bytes", field=field)
+    if not value.strip():
+        raise InvalidInputError(f"{field}: video URL is empty; pass a data:, http(s):// or file:// URL", field=field)
+    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    if scheme == "data":
+        return _decode_data_url(value, field=field, max_bytes=policy.max_video_bytes)
+    if scheme in ("http", "https"):
+        raw = fetch_http(value, field=field, policy=policy, max_bytes=policy.max_video_bytes, what="video")
+        return _capped(raw, field=field, max_bytes=policy.max_video_bytes)
+    if scheme == "file":
+        try:
+            parts = urllib.parse.urlsplit(value)
+        except ValueError as exc:
+            raise InvalidInputError(f"{field}: invalid file URL ({exc}); pass file:///absolute/path", field=field) from exc
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidInputError(f"{field}: file URL names host {parts.netloc!r}; pass file:///absolute/path",
+                                    field=field)
+        return _read_file(urllib.request.url2pathname(parts.path), field=field, policy=policy)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", value):
+        raise InvalidInputError(f"{field}: URL scheme {scheme!r} is not supported; pass data:video/...;base64, "
+                                "http(s)://, file:// or a local path", field=field)
+    return _read_file(value, field=field, policy=policy)
+
+
+__all__ = ["OPTION_KEYS", "VideoInput", "video_options", "resolve_video_file"]
