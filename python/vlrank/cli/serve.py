@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from vlrank.inputs.policy import DEFAULT_MAX_VIDEO_BYTES
+
 EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr --task rerank
   vlrank serve --model reranker=out/rr
@@ -60,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-image-pixels", type=int, default=64 * 1024 * 1024, metavar="N",
                         help="source pixels one image may have, checked from its header before decoding "
                              "(default 67108864 = 8192 x 8192; more -> 413; the model sees at most max_pixels)")
+    parser.add_argument("--max-video-bytes", type=int, default=DEFAULT_MAX_VIDEO_BYTES, metavar="N",
+                        help=f"bytes one video file (data URL or http(s)) may have (default {DEFAULT_MAX_VIDEO_BYTES} "
+                             "= 256 MiB; more -> 413)")
     parser.add_argument("--docs", action="store_true",
                         help="serve Swagger UI at /docs (it loads its scripts from a CDN; /openapi.json is "
                              "always served)")
@@ -88,7 +93,6 @@ def parse_model_args(values: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from vlrank.inputs import FetchPolicy
     from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path, uvicorn_options
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -105,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         docs=args.docs,
         max_image_pixels=args.max_image_pixels,
+        max_video_bytes=args.max_video_bytes,
     )
-    policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
+    policy = settings.fetch_policy()
     # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
     specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels)
              for name, path in parse_model_args(args.models).items()}

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field as dc_field
 from vlrank.errors import ImageFetchError, InvalidInputError
 
 MiB = 1024 * 1024
+#: one video file: minutes of 1080p H.264 (sampling keeps at most 64 frames of it anyway), a bound on what
+#: one request can make the process hold
+DEFAULT_MAX_VIDEO_BYTES = 256 * MiB
 
 @dataclass(frozen=True)
 class FetchPolicy:
@@ -33,7 +36,7 @@ class FetchPolicy:
     allow_private_urls: bool = False
     timeout_s: float = 10.0
     max_bytes: int = 20 * MiB
-    max_video_bytes: int = 256 * MiB
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     allowed_private_hosts: frozenset[str] = dc_field(default_factory=frozenset)
 
     def __post_init__(self) -> None:

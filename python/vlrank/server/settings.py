@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from vlrank.errors import InvalidInputError
+from vlrank.inputs.policy import DEFAULT_MAX_VIDEO_BYTES, FetchPolicy
 from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
 
 API_KEY_ENV = "VLRANK_API_KEY"
@@ -26,6 +27,8 @@ class ServerSettings:
 
     Images: one of more than ``max_image_pixels`` source pixels (from its header) is answered 413 naming
     its field before anything is decoded; the model sees at most ``max_pixels`` of an image anyway.
+    Videos: a video file (data URL or http(s)) of more than ``max_video_bytes`` is refused (413) while it is
+    read; its frames are planned from the header and decoded within the image decode budget.
     """
 
     api_key: str | None = None
@@ -45,6 +48,7 @@ class ServerSettings:
     max_header_bytes: int = 64 * 1024
     drain_timeout_s: float = 20.0
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s"):
@@ -52,12 +56,18 @@ class ServerSettings:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}", field=name)
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
-                     "retry_after_s", "max_header_bytes", "max_image_pixels"):
+                     "retry_after_s", "max_header_bytes", "max_image_pixels", "max_video_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)
         if self.api_key is not None and not self.api_key:
             raise InvalidInputError("api_key is empty; pass a non-empty key or None for no auth", field="api_key")
+
+    def fetch_policy(self) -> FetchPolicy:
+        """What a request's URLs may reach: never local files (a client must not read the server's disk),
+        private addresses only when allowed, and this server's video byte cap."""
+        return FetchPolicy(allow_local_files=False, allow_private_urls=self.allow_private_urls,
+                           max_video_bytes=self.max_video_bytes)
 
 
 def api_key_from_env() -> str | None:

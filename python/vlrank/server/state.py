@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from vlrank.errors import VlrankError
-from vlrank.inputs import FetchPolicy, holds_images
+from vlrank.inputs import holds_images
 
 from .engines import RERANK, Prepared, engine_class, is_warmup_refusal
 from .errors import ApiError, from_vlrank_error, internal_error
@@ -47,7 +47,7 @@ class ServerState:
         # Per model: loading / ok / failed / shutting_down. /health shows these and the names only: load
         # errors carry paths and ONNX Runtime text, which go to the server log, never to a client.
         self.model_states: dict[str, str] = {name: LOADING for name in self.specs}
-        self.policy = FetchPolicy(allow_local_files=False, allow_private_urls=settings.allow_private_urls)
+        self.policy = settings.fetch_policy()
         self.drain_deadline: float | None = None  # monotonic time; set when shutdown begins
         self._drain_timer: asyncio.TimerHandle | None = None
 
