@@ -3,11 +3,12 @@ normalise / pair layout, GIL released, parallel over frames) vs qwen-vl-utils ``
 backend on PyAV) + transformers' Qwen3-VL video processor, the reference stack, with the same options
 (file videos fps 1 / max_frames 64; frame lists as the official code passes them, total_pixels 7,864,320).
 
-Inputs: the golden clips (../shared/golden/videos), a 60 s 1280x720 30 fps H.264 clip generated here with
-PyAV (1,800 frames, 60 sampled), the golden 70-frame list and a 32-frame 1280x720 JPEG list cut from the
+Inputs: the golden clips (../shared/golden/videos), a 60 s 1280x720 10 fps H.264 clip generated here with
+PyAV (600 frames, 60 sampled), the golden 70-frame list and a 32-frame 1280x720 JPEG list cut from the
 long clip. The reference runs benches/reference_video.py in its own venv (torch pinned to the same thread
 count); in the same run the outputs are compared: same grid, pixel rows within the golden README's decode
-tolerance (file videos: max |Δ| <= 6/127.5, mean <= 0.5/127.5, the decoders' spread; frame lists exact).
+tolerance (file videos: max |Δ| <= 6/127.5, mean <= 0.5/127.5, the decoders' spread; PNG frame lists
+exact; JPEG frame lists the image tolerance, mean <= 0.004 and 99.9th percentile <= 3/127.5).
 
 ``--e2e``: end-to-end video rerank through ``vlrank.Reranker`` vs transformers' Qwen3-VL (the official
 loop, one pair per forward) on the tiny golden checkpoint (``tiny-qwen3-vl``), scores compared.
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import benchlib
+from reference_video import hwm_mb, reset_hwm
 from vlrank.preprocess import video as pv
 
 GOLDEN = benchlib.REPO.parent / "shared" / "golden"
@@ -39,8 +41,13 @@ FILE_TOL_MAX, FILE_TOL_MEAN = 6 / 127.5, 0.5 / 127.5
 
 # ---- inputs ----
 
-def long_clip(path: Path, *, seconds: int = 60, fps: int = 30, width: int = 1280, height: int = 720) -> Path:
-    """A moving-pattern H.264 clip (yuv420p, the common case), made once and kept in the workdir."""
+def long_clip(path: Path, *, seconds: int = 60, fps: int = 10, width: int = 1280, height: int = 720) -> Path:
+    """A moving-pattern H.264 clip (yuv420p, the common case), made once and kept in the workdir.
+
+    10 fps, not 30: the reference (qwen-vl-utils' torchvision backend) decodes every frame to RGB before it
+    samples: at 30 fps that is 1,800 RGB frames of 2.8 MB, held and then stacked (~10 GB by that count; a
+    run was killed on this 24 GB shared machine); 600 frames keep it near 4 GB, and the sampled frames (60)
+    and the work after sampling are the same."""
     if path.exists():
         return path
     import av
@@ -86,7 +93,7 @@ def jpeg_frames(clip: Path, folder: Path, n: int = 32) -> list[Path]:
 
 def inputs(work: Path, quick: bool) -> list[dict]:
     items = [dict(name=p.stem, video=str(p)) for p in sorted(VIDEOS.iterdir()) if p.is_file()]
-    clip = long_clip(work / "long_60s_1280x720_30fps.mp4")
+    clip = long_clip(work / "long_60s_1280x720_10fps.mp4")
     items.append(dict(name=clip.stem, video=str(clip)))
     items.append(dict(name="fl70_576x448", frames=[str(p) for p in sorted((VIDEOS / "fl70_576x448").iterdir())]))
     if not quick:
@@ -153,8 +160,10 @@ def compare(item: dict, got, ref: dict, rows: np.ndarray) -> tuple[float, float]
     mx, mean = float(d.max()), float(d.mean())
     if "video" in item:
         assert mx <= FILE_TOL_MAX and mean <= FILE_TOL_MEAN, (item["name"], mx, mean)
-    else:
-        assert mx == 0.0, (item["name"], mx)
+    elif all(f.lower().endswith(".png") for f in item["frames"]):
+        assert mx == 0.0, (item["name"], mx)  # PNG decodes are exact; the resizes are the reference's
+    else:  # JPEG decoders differ by a level or so: the golden image tolerance
+        assert mean <= 0.004 and float(np.percentile(d, 99.9)) <= 3 / 127.5, (item["name"], mx, mean)
     return mx, mean
 
 
@@ -169,7 +178,10 @@ def preprocess_bench(args, info: dict, load_start: float) -> str:
                         extra=["--out", str(ref_out)])
     rows = []
     for item in items:
+        reset_hwm()
+        base_mb = hwm_mb()
         got = ours(item)
+        peak_mb = hwm_mb() - base_mb
         r = ref["videos"][item["name"]]
         mx, mean = compare(item, got, r, np.load(ref_out / f"{item['name']}.npy"))
         del got
@@ -180,12 +192,13 @@ def preprocess_bench(args, info: dict, load_start: float) -> str:
         rows.append([item["name"], kind, f"{decoded_frames(item)} → {n}", "x".join(map(str, r["grid"])),
                      f"{t_ours * 1e3:.0f} ms", f"{n / t_ours:.0f}", f"{t_fetch * 1e3:.0f} ms",
                      f"{t_full * 1e3:.0f} ms", f"{n / t_full:.0f}", f"{t_full / t_ours:.1f}×",
-                     f"{t_fetch / t_ours:.1f}×", f"{mx * 127.5:.1f} / {mean * 127.5:.3f}"])
+                     f"{t_fetch / t_ours:.1f}×", f"{peak_mb:.0f} / {r['peak_mb']:.0f} MB",
+                     f"{mx * 127.5:.1f} / {mean * 127.5:.3f}"])
         benchlib.eprint(" | ".join(rows[-1]))
     load_end = benchlib.load_average()
     header = ["video", "kind", "frames decoded → sampled", "grid", "vlrank", "vlrank frames/s",
               "qwen-vl-utils fetch_video", "fetch + processor", "reference frames/s", "ratio (whole)",
-              "ratio (vs fetch only)", "max / mean |Δ| (levels)"]
+              "ratio (vs fetch only)", "peak RSS above start (vlrank / reference)", "max / mean Δ (levels)"]
     text = "\n".join([
         "## Video preprocessing (bench_video)",
         "",
@@ -199,37 +212,49 @@ def preprocess_bench(args, info: dict, load_start: float) -> str:
         "`Qwen3VLVideoProcessor`. Frames/s counts sampled frames (the frames the model sees). Options: the "
         "official ones (file: fps 1, max_frames 64; frame list: first 64 by linspace, total_pixels 7,864,320). "
         "Outputs checked in the same run: same grid and shape, rows (every k-th, ≤ 4,096 per video) within "
-        "the golden tolerance (|Δ| in uint8 levels; frame lists must be exact).",
+        "the golden tolerance (Δ in uint8 levels; PNG frame lists must be exact, JPEG ones differ by the JPEG "
+        "decoders' level or so).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
         benchlib.machine_line(info, load_start, load_end)
-        + " Another long benchmark of a different session was running on this machine during the run.",
+        + " Another long benchmark of a different session was running on this machine during the run "
+        "(load average 4-6 on 2 cores): absolute times are pessimistic for both stacks.",
     ])
     return text
 
 
 # ---- end to end ----
 
-E2E_QUERY = {"texts": ["A red ball rolls to the right past a box"]}
-E2E_DOC_TEXT = "A ball moves across the screen while a triangle spins."
+def _abs(side: dict) -> dict:
+    """A golden side with absolute paths (golden paths are relative to the golden folder)."""
+    vids = [str(GOLDEN / v) if isinstance(v, str) else [str(GOLDEN / f) for f in v] for v in side.get("videos", [])]
+    return {**side, "videos": vids, "images": [str(GOLDEN / p) for p in side.get("images", [])]}
+
+
+def _content(side: dict) -> list[dict]:
+    """The request's content parts for a golden side: videos, then images, then texts (the official order)."""
+    parts = [{"type": "video", "video": v} if isinstance(v, list) else
+             {"type": "video_url", "video_url": {"url": f"file://{v}"}} for v in side["videos"]]
+    parts += [{"type": "image_url", "image_url": {"url": f"file://{p}"}} for p in side["images"]]
+    return parts + [{"type": "text", "text": t} for t in side.get("texts", [])]
 
 
 def e2e_bench(args, info: dict, load_start: float) -> str:
     import vlrank
 
     ckpt = GOLDEN / "models" / "tiny-qwen3-vl"
-    files = [VIDEOS / "clip_3s_10fps_128x96.mp4", VIDEOS / "clip_9s_25fps_320x180.mp4",
-             VIDEOS / "clip_2s_15fps_160x120.webm"]
-    fl8 = sorted((VIDEOS / "fl8_160x120").iterdir())
-    ref_docs = [{"videos": [str(p)]} for p in files] + [{"videos": [[str(p) for p in fl8]], "texts": [E2E_DOC_TEXT]}]
-    docs = [{"content": [{"type": "video_url", "video_url": {"url": f"file://{p}"}}]} for p in files]
-    docs.append({"content": [{"type": "video", "video": [str(p) for p in fl8]}, {"type": "text", "text": E2E_DOC_TEXT}]})
-    query = E2E_QUERY["texts"][0]
+    # The first golden video rerank case: a text query against an 8-frame list, an H.264 clip, a VP8 clip
+    # and a text document; both stacks are also checked against its golden scores.
+    case = json.loads((GOLDEN / "cases" / "video_rerank.json").read_text())[0]
+    golden = [r["score"] for r in case["results"]]
+    ref_docs = [_abs(d) for d in case["documents"]]
+    docs = [{"content": _content(d)} for d in ref_docs]
+    query = case["query"]["texts"][0]
     repeats = 2 if args.quick else 3
-    ref = run_reference(args.reference_python, "rerank", dict(query=E2E_QUERY, documents=ref_docs, repeats=repeats),
+    ref = run_reference(args.reference_python, "rerank", dict(query=case["query"], documents=ref_docs, repeats=repeats),
                         args.threads, extra=["--checkpoint", str(ckpt)])
     work = args.workdir or Path(tempfile.gettempdir()) / "vlrank-bench-video"
     model_dir = vlrank.export(ckpt, work / "exported-tiny-qwen3-vl-float32", task="rerank", dtype="float32",
@@ -244,6 +269,9 @@ def e2e_bench(args, info: dict, load_start: float) -> str:
     for r in call()["results"]:
         scores[r["index"]] = r["relevance_score"]
     diff = max(abs(a - b) for a, b in zip(scores, ref["scores"]))
+    ref_vs_golden = max(abs(a - b) for a, b in zip(ref["scores"], golden))
+    ours_vs_golden = max(abs(a - b) for a, b in zip(scores, golden))
+    assert ref_vs_golden <= 1e-3 and ours_vs_golden <= 1e-3, (ref_vs_golden, ours_vs_golden)
     t_ours = benchlib.p50(timed(call, repeats))
     t_ref = benchlib.p50(ref["seconds"])
     load_end = benchlib.load_average()
@@ -251,13 +279,15 @@ def e2e_bench(args, info: dict, load_start: float) -> str:
         "## Video rerank end to end (bench_video --e2e)",
         "",
         f"Tiny golden checkpoint (tiny-qwen3-vl), float32, {args.threads} threads both sides; one call of "
-        f"{len(docs)} video documents (3 files, one 8-frame list + text) against a text query. vlrank: "
+        f"the {len(docs)} documents of golden video_rerank case 0 (an 8-frame list, an H.264 and a VP8 clip, a "
+        "text) against its text query; both stacks' scores within 1e-3 of the golden ones. vlrank: "
         "`Reranker.rerank` (one batched call); transformers (benches/reference_video.py): the official loop, one "
         "pair per forward, decode and processor per pair.",
         "",
-        "| vlrank | transformers | ratio | max |Δscore| |",
-        "|---|---|---|---|",
-        f"| {t_ours * 1e3:.0f} ms | {t_ref * 1e3:.0f} ms | {t_ref / t_ours:.1f}× | {diff:.1e} |",
+        "| vlrank | transformers | ratio | max Δscore vlrank vs transformers | max Δscore vs golden (vlrank / transformers) |",
+        "|---|---|---|---|---|",
+        f"| {t_ours * 1e3:.0f} ms | {t_ref * 1e3:.0f} ms | {t_ref / t_ours:.1f}× | {diff:.1e} | "
+        f"{ours_vs_golden:.1e} / {ref_vs_golden:.1e} |",
         "",
         benchlib.machine_line(info, load_start, load_end),
     ])

@@ -38,6 +38,26 @@ GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 MAX_ROWS_SAVED = 4096
 
 
+def reset_hwm() -> None:
+    """Reset this process's RSS high-water mark to the current RSS (Linux: ``5`` to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def hwm_mb() -> float:
+    """This process's RSS high-water mark (VmHWM), MB; 0 where /proc is missing."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _golden():
     sys.path.insert(0, str(GOLDEN))
     import make_video_golden as mvg  # noqa: PLC0415
@@ -84,6 +104,7 @@ def preprocess(spec: dict, out: Path) -> dict:
                       return_tensors="pt")
 
         fetch_s, full_s = [], []
+        base_mb = (reset_hwm(), hwm_mb())[1]
         fetch()  # warm-up
         for _ in range(int(spec.get("repeats", 3))):
             t = time.perf_counter()
@@ -96,7 +117,7 @@ def preprocess(spec: dict, out: Path) -> dict:
         pv = bf["pixel_values_videos"].numpy()
         step = max(1, math.ceil(pv.shape[0] / MAX_ROWS_SAVED))
         np.save(out / f"{item['name']}.npy", np.ascontiguousarray(pv[::step]))
-        results[item["name"]] = dict(fetch_s=fetch_s, full_s=full_s, grid=bf["video_grid_thw"][0].tolist(),
+        results[item["name"]] = dict(fetch_s=fetch_s, full_s=full_s, peak_mb=hwm_mb() - base_mb, grid=bf["video_grid_thw"][0].tolist(),
                                      shape=list(pv.shape), step=step, mean=float(pv.mean(dtype=np.float64)))
         del bf, pv
     return dict(videos=results, torch=torch.__version__, threads=torch.get_num_threads(),
