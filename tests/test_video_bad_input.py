@@ -236,3 +236,34 @@ def test_remote_video_scores_as_the_local_file(server: str) -> None:
     docs = [{"content": [{"type": "video_url", "video_url": {"url": u}}]} for u in (f"{server}/a.mp4", CLIP.as_uri())]
     scores = {r["index"]: r["relevance_score"] for r in model.rerank("a ball", docs)["results"]}
     assert scores[0] == scores[1]
+
+
+def test_a_stream_over_the_decode_work_bound_is_refused_from_its_header(rr: vlrank.Reranker) -> None:
+    """Every frame of a stream is decoded (the reference reads them all), so what one call may decode is
+    bounded: 18,002 frames of 32x32 at 30 fps (10 minutes) are refused from the header in well under the
+    time their decode would take; the bound also holds while decoding (a header can say fewer)."""
+    from vlrank.inputs.video import MAX_DECODED_FRAMES, VideoTooLongError
+
+    t = time.perf_counter()
+    data = _encode(MAX_DECODED_FRAMES + 2, 32, 32, rate=Fraction(30))
+    encode_s = time.perf_counter() - t
+    part = {"type": "video", "video": data}
+    t = time.perf_counter()
+    err = _raises(VideoTooLongError, "documents[1].content[0].video", lambda: rr.rerank("q", _doc(part)),
+                  "18002 frames", "frame list")
+    assert isinstance(err, InvalidInputError)
+    assert time.perf_counter() - t < max(1.0, encode_s / 4)
+    with pytest.raises(VideoTooLongError):  # the decoder's own count, without the header check
+        decode_frames(data, [0, 1])
+
+
+def test_one_pass_and_reordering_decodes_keep_the_same_frames() -> None:
+    """decode_frames keeps frames in one pass when pts increase; duplicates and any order of indices are
+    served from that pass exactly as from a full decode."""
+    from vlrank.inputs.video import decode_all
+
+    everything, fps = decode_all(CLIP)
+    idx = [29, 0, 5, 5, 17]
+    sub, fps2, total = decode_frames(CLIP, idx)
+    assert total == len(everything) and fps2 == fps
+    assert np.array_equal(sub, everything[idx])

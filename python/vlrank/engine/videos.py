@@ -11,6 +11,8 @@ frames' header sizes. Refused there, before decoding:
 * decoded frames over ``max_decode_bytes`` (sampled frames x H x W x 3, the kept frames are the only ones
   held; the owner is the image decode budget, ``DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT``) or a frame over
   ``max_image_pixels`` -> ``ImageTooLargeError``;
+* a stream over the decode-work bounds (``inputs/video.py``: every frame is decoded, so a 10-hour clip is
+  refused from its header) -> ``VideoTooLongError``;
 * a frame list whose frames do not all fetch to one size -> ``InvalidInputError`` (the official code
   stacks the fetched frames and fails there too).
 
@@ -145,6 +147,7 @@ def _plan_file(v: VideoInput, *, max_tokens: int, max_decode_bytes: int,
                 "pass a video with at least 2 frames", field=field)
         check_image_pixels(height=info.height, width=info.width, max_image_pixels=max_image_pixels,
                            max_pixels=info.height * info.width, name=field)
+        video_io.check_decode_work(info.frames, info.height, info.width, name=field)
         opts = dict(fps=pv.DEFAULT_FPS if v.fps is None else v.fps,
                     max_frames=pv.DEFAULT_MAX_FRAMES if v.max_frames is None else v.max_frames,
                     min_pixels=v.min_pixels, total_pixels=v.total_pixels, max_tokens=max_tokens)

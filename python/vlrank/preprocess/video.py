@@ -107,6 +107,7 @@ def preprocess_video_file(source: video_io.VideoSource, *, fps: float = DEFAULT_
     frames, second resize and rows. Where the header's frame count is an estimate (WebM) or wrong,
     the decoder's count is the truth: the plan is redone with it and the frames decoded again."""
     info = video_io.probe(source, name=name)
+    video_io.check_decode_work(info.frames, info.height, info.width, name=name)
     opts = dict(fps=fps, max_frames=max_frames, min_pixels=min_pixels, total_pixels=total_pixels, max_tokens=max_tokens)
     plan = plan_file(total_frames=info.frames, video_fps=info.fps, height=info.height, width=info.width, **opts)
     frames, video_fps, total = video_io.decode_frames(source, _clamped(plan.frames, info.frames), name=name)
