@@ -40,6 +40,8 @@ CUDA_KERNELS = {
     ("Squeeze", "ai.onnx", "*"), ("Unsqueeze", "ai.onnx", "*"), ("Gather", "ai.onnx", "*"),
     ("GatherND", "ai.onnx", "*"), ("Transpose", "ai.onnx", "*"), ("Concat", "ai.onnx", "*"),
     ("Split", "ai.onnx", "*"), ("Shape", "ai.onnx", "*"), ("Identity", "ai.onnx", "*"),
+    # "13, int32_t, Slice" / "13, int64_t, Slice": typed by the index type Tind; T is every fixed-size type
+    ("Slice", "ai.onnx", "*"),
 }
 _UNTYPED = {op for op, _, t in CUDA_KERNELS if t == "*"}
 _NAMES = {TensorProto.FLOAT: "float", TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16",

@@ -92,6 +92,11 @@ def preprocess_video_frames(
 ) -> tuple[_npt.NDArray[_np.float32], tuple[int, int, int]]:
     """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w))."""
 
+def resize_video_frames(
+    frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
+) -> _npt.NDArray[_np.uint8]:
+    """The second resize alone (torchvision antialiased bicubic on uint8): (T, H, W, 3) -> (T, h, w, 3)."""
+
 # ---- tokenizer / prompt / batch ----
 
 class Tokenizer:

@@ -12,7 +12,7 @@ use super::image::{hold_all, name_of, view, Input};
 use crate::error::Result;
 use crate::image::{Rgb, Source, DEFAULT_MAX_DECODE_PIXELS, ROW};
 use crate::video::budget::{self, VideoOptions, VideoPlan};
-use crate::video::frames;
+use crate::video::{frames, resize};
 use crate::video::sample::{DEFAULT_FPS, DEFAULT_MAX_FRAMES};
 
 fn plan_dict<'py>(py: Python<'py>, p: &VideoPlan) -> PyResult<Bound<'py, PyDict>> {
@@ -149,17 +149,9 @@ fn fetch_video_frames<'py>(
     Ok(arr.into_pyarray(py))
 }
 
-/// Second resize of sampled frames (uint8 (T, H, W, 3), T even) to the plan's size and the video
-/// processor's rows: (pixel_values (N, 1536) float32, (t, h, w)).
-#[pyfunction]
-#[pyo3(signature = (frames, *, resized_height, resized_width))]
-fn preprocess_video_frames<'py>(
-    py: Python<'py>,
-    frames: &Bound<'py, PyAny>,
-    resized_height: usize,
-    resized_width: usize,
-) -> PyResult<(Bound<'py, PyArray2<f32>>, (u32, u32, u32))> {
-    let arr: PyReadonlyArrayDyn<'py, u8> = frames
+/// A uint8 (T, H, W, 3) array as T frames (copied: the pixel work then runs without the GIL).
+fn frame_array(frames: &Bound<'_, PyAny>) -> PyResult<(Vec<Rgb>, usize)> {
+    let arr: PyReadonlyArrayDyn<'_, u8> = frames
         .extract()
         .map_err(|_| invalid("frames", "pass the frames as a uint8 numpy array (T, H, W, 3)"))?;
     let shape = arr.shape().to_vec();
@@ -171,11 +163,45 @@ fn preprocess_video_frames<'py>(
         Ok(s) => s.to_vec(),
         Err(_) => arr.as_array().iter().copied().collect(),
     };
-    let rows = py.detach(move || -> Result<Vec<f32>> {
-        let per = h * w * 3;
-        let rgb: Vec<Rgb> = (0..t).map(|k| Rgb { width: w, height: h, data: bytes[k * per..(k + 1) * per].to_vec() }).collect();
-        frames::preprocess_frames(&rgb, resized_height, resized_width)
-    })?;
+    let per = h * w * 3;
+    let rgb = (0..t).map(|k| Rgb { width: w, height: h, data: bytes[k * per..(k + 1) * per].to_vec() }).collect();
+    Ok((rgb, t))
+}
+
+/// The second resize alone (torchvision's antialiased bicubic on uint8 frames): (T, H, W, 3) ->
+/// (T, resized_height, resized_width, 3) uint8. For checking the kernel; the pipeline uses
+/// `preprocess_video_frames`.
+#[pyfunction]
+#[pyo3(signature = (frames, *, resized_height, resized_width))]
+fn resize_video_frames<'py>(
+    py: Python<'py>,
+    frames: &Bound<'py, PyAny>,
+    resized_height: usize,
+    resized_width: usize,
+) -> PyResult<Bound<'py, PyArray4<u8>>> {
+    if resized_height == 0 || resized_width == 0 || (resized_height as u64) * (resized_width as u64) > DEFAULT_MAX_DECODE_PIXELS {
+        return Err(invalid("resized_height", format!(
+            "{resized_height}x{resized_width}; pass a size from 1x1 to {DEFAULT_MAX_DECODE_PIXELS} pixels")));
+    }
+    let (rgb, t) = frame_array(frames)?;
+    let out = py.detach(move || resize::resize_frames(&rgb, resized_height, resized_width));
+    let data: Vec<u8> = out.into_iter().flat_map(|f| f.data).collect();
+    let arr = Array4::from_shape_vec((t, resized_height, resized_width, 3), data).expect("T x h x w x 3 values");
+    Ok(arr.into_pyarray(py))
+}
+
+/// Second resize of sampled frames (uint8 (T, H, W, 3), T even) to the plan's size and the video
+/// processor's rows: (pixel_values (N, 1536) float32, (t, h, w)).
+#[pyfunction]
+#[pyo3(signature = (frames, *, resized_height, resized_width))]
+fn preprocess_video_frames<'py>(
+    py: Python<'py>,
+    frames: &Bound<'py, PyAny>,
+    resized_height: usize,
+    resized_width: usize,
+) -> PyResult<(Bound<'py, PyArray2<f32>>, (u32, u32, u32))> {
+    let (rgb, t) = frame_array(frames)?;
+    let rows = py.detach(move || -> Result<Vec<f32>> { frames::preprocess_frames(&rgb, resized_height, resized_width) })?;
     let n = rows.len() / ROW;
     let grid = ((t / 2) as u32, (resized_height / 16) as u32, (resized_width / 16) as u32);
     let out = Array2::from_shape_vec((n, ROW), rows).expect("N x 1536 values");
@@ -187,5 +213,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(video_plan_frames, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_video_frames, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess_video_frames, m)?)?;
+    m.add_function(wrap_pyfunction!(resize_video_frames, m)?)?;
     Ok(())
 }
