@@ -184,7 +184,7 @@ fn resize_video_frames<'py>(
             "{resized_height}x{resized_width}; pass a size from 1x1 to {DEFAULT_MAX_DECODE_PIXELS} pixels")));
     }
     let (rgb, t) = frame_array(frames)?;
-    let out = py.detach(move || resize::resize_frames(&rgb, resized_height, resized_width));
+    let out = py.detach(move || resize::resize_frames(&rgb, resized_height, resized_width))?;
     let data: Vec<u8> = out.into_iter().flat_map(|f| f.data).collect();
     let arr = Array4::from_shape_vec((t, resized_height, resized_width, 3), data).expect("T x h x w x 3 values");
     Ok(arr.into_pyarray(py))

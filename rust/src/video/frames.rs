@@ -56,8 +56,8 @@ pub fn preprocess_frames(frames: &[Rgb], resized_height: usize, resized_width: u
     if let Some(k) = frames.iter().position(|f| (f.height, f.width) != (h, w)) {
         return Err(Error::invalid(format!("frames[{k}]"), format!("frame {k} is {}x{}, frame 0 {w}x{h}; pass frames of one size", frames[k].width, frames[k].height)));
     }
-    let resized = resize_frames(frames, resized_height, resized_width);
-    Ok(patchify_video(&resized))
+    let resized = resize_frames(frames, resized_height, resized_width)?;
+    patchify_video(&resized)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::image::{Rgb, PATCH, ROW, TEMPORAL};
+use crate::error::Result;
+use crate::image::{try_zeroed, Rgb, PATCH, ROW, TEMPORAL};
 
 fn lut() -> [f32; 256] {
     let mut t = [0f32; 256];
@@ -17,7 +18,7 @@ fn lut() -> [f32; 256] {
 }
 
 /// Frames (even count, all H x W, H and W multiples of 32) -> (T/2 * H/16 * W/16, 1536) rows.
-pub fn patchify_video(frames: &[Rgb]) -> Vec<f32> {
+pub fn patchify_video(frames: &[Rgb]) -> Result<Vec<f32>> {
     assert!(!frames.is_empty() && frames.len() % TEMPORAL == 0, "an even, non-zero number of frames");
     let (h, w) = (frames[0].height, frames[0].width);
     assert!(frames.iter().all(|f| f.height == h && f.width == w), "frames of one size");
@@ -25,7 +26,7 @@ pub fn patchify_video(frames: &[Rgb]) -> Vec<f32> {
     let lut = lut();
     let (bh, bw) = (h / 32, w / 32);
     let per_pair = bh * bw * 4 * ROW;
-    let mut out = vec![0f32; frames.len() / 2 * per_pair];
+    let mut out: Vec<f32> = try_zeroed(frames.len() / 2 * per_pair, "video rows")?;
     let stride = w * 3;
     // One task per (pair, merged block row): contiguous output.
     out.par_chunks_mut(bw * 4 * ROW).enumerate().for_each(|(task, block_row)| {
@@ -47,7 +48,7 @@ pub fn patchify_video(frames: &[Rgb]) -> Vec<f32> {
             }
         }
     });
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -59,7 +60,7 @@ mod tests {
         // Frame 0 all 0, frame 1 all 255, 32x32: 4 rows, each [c0: t0 (-1) x256, t1 (1) x256, c1 ...].
         let f0 = Rgb { width: 32, height: 32, data: vec![0; 32 * 32 * 3] };
         let f1 = Rgb { width: 32, height: 32, data: vec![255; 32 * 32 * 3] };
-        let rows = patchify_video(&[f0, f1]);
+        let rows = patchify_video(&[f0, f1]).unwrap();
         assert_eq!(rows.len(), 4 * ROW);
         for r in rows.chunks_exact(ROW) {
             for c in 0..3 {

@@ -22,7 +22,8 @@
 
 use rayon::prelude::*;
 
-use crate::image::Rgb;
+use crate::error::Result;
+use crate::image::{try_with_capacity, try_zeroed, Rgb};
 
 /// Keys' cubic parameter of ATen's antialiased bicubic.
 pub const CUBIC_A: f32 = -0.5;
@@ -111,17 +112,20 @@ pub fn to_u8(v: f32) -> u8 {
 
 /// Resize one RGB frame (H, W, 3 interleaved) to (out_h, out_w) exactly as the torchvision path.
 /// Channels are independent in the kernel, so interleaved storage gives the planar results.
-pub fn resize_frame(src: &Rgb, out_h: usize, out_w: usize) -> Rgb {
+/// Every buffer is allocated fallibly: a refused allocation is an `ImageTooLarge` error, never an abort.
+pub fn resize_frame(src: &Rgb, out_h: usize, out_w: usize) -> Result<Rgb> {
     let (h, w) = (src.height, src.width);
     if (h, w) == (out_h, out_w) {
-        return src.clone();
+        let mut data = try_with_capacity(src.data.len(), "video frame")?;
+        data.extend_from_slice(&src.data);
+        return Ok(Rgb { width: w, height: h, data });
     }
-    let plane: Vec<f32> = src.data.iter().map(|&v| v as f32).collect();
-    let mut cur = plane;
+    let mut cur: Vec<f32> = try_with_capacity(src.data.len(), "video frame")?;
+    cur.extend(src.data.iter().map(|&v| v as f32));
     let mut cur_w = w;
     if out_w != w {
         let aw = axis_weights(w, out_w);
-        let mut tmp = vec![0f32; h * out_w * 3];
+        let mut tmp: Vec<f32> = try_zeroed(h * out_w * 3, "video frame")?;
         for (y, row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
             let srow = &cur[y * w * 3..(y + 1) * w * 3];
             for x in 0..out_w {
@@ -138,7 +142,7 @@ pub fn resize_frame(src: &Rgb, out_h: usize, out_w: usize) -> Rgb {
     if out_h != h {
         let ah = axis_weights(h, out_h);
         let stride = cur_w * 3;
-        let mut tmp = vec![0f32; out_h * stride];
+        let mut tmp: Vec<f32> = try_zeroed(out_h * stride, "video frame")?;
         for (y, row) in tmp.chunks_exact_mut(stride).enumerate() {
             let (y0, n) = (ah.xmin[y], ah.xsize[y]);
             let wt = &ah.weights[y * ah.max_taps..];
@@ -148,10 +152,12 @@ pub fn resize_frame(src: &Rgb, out_h: usize, out_w: usize) -> Rgb {
         }
         cur = tmp;
     }
-    Rgb { width: out_w, height: out_h, data: cur.into_iter().map(to_u8).collect() }
+    let mut data = try_with_capacity(cur.len(), "video frame")?;
+    data.extend(cur.into_iter().map(to_u8));
+    Ok(Rgb { width: out_w, height: out_h, data })
 }
 
 /// Resize every frame, one rayon task per frame.
-pub fn resize_frames(frames: &[Rgb], out_h: usize, out_w: usize) -> Vec<Rgb> {
+pub fn resize_frames(frames: &[Rgb], out_h: usize, out_w: usize) -> Result<Vec<Rgb>> {
     frames.par_iter().map(|f| resize_frame(f, out_h, out_w)).collect()
 }
