@@ -288,7 +288,8 @@ def e2e_bench(args, info: dict, load_start: float) -> str:
          "scores do not apply: the columns against them read nan)") +
         f", {args.threads} threads both sides; one call of "
         f"the {len(docs)} documents of golden video_rerank case 0 (an 8-frame list, an H.264 and a VP8 clip, a "
-        "text) against its text query; both stacks' scores within 1e-3 of the golden ones. vlrank: "
+        "text) against its text query; " + ("both stacks' scores within 1e-3 of the golden ones" if golden_model
+                                            else "vlrank's scores within 1e-3 of transformers'") + ". vlrank: "
         "`Reranker.rerank` (one batched call); transformers (benches/reference_video.py): the official loop, one "
         "pair per forward, decode and processor per pair.",
         "",
