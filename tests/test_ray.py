@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import socket
 import subprocess
@@ -38,6 +39,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:::ray")
 
 @pytest.fixture(scope="module")
 def cluster():
+    # Serve kills an HTTP proxy that is not ready within 5 s (RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S); on a
+    # loaded 2-core machine starting its process takes longer. Set before ray.init: Ray's processes
+    # inherit the environment.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield

@@ -2,7 +2,7 @@
 README Video) against a plain-Python statement of ATen's antialiased bicubic, over random sizes and
 pixels. The statement is float64 and unfused; the native kernel is float32 with the FMA contraction
 ATen's build has (pinned by the golden frames), so values may differ by one level where a float32
-result sits at a rounding tie: at most 1 level anywhere, and almost every value exact."""
+result sits at a rounding tie: at most 1 level anywhere, on at most 1% of the values (2 on tiny outputs)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_resize_matches_the_plain_statement(h, w, out_h, out_w, seed, t):
     want = np.stack([reference_resize(f, out_h, out_w) for f in frames])
     diff = np.abs(got.astype(int) - want.astype(int))
     assert diff.max() <= 1, (diff.max(), np.argwhere(diff > 1)[:5])
-    assert (diff == 0).mean() >= 0.99
+    # Near-ties: at most 1% of the values (and at least 2 on tiny outputs, where one value is already 1%).
+    assert int((diff != 0).sum()) <= max(2, diff.size // 100), int((diff != 0).sum())
     if (out_h, out_w) == (h, w):
         assert np.array_equal(got, frames)  # both passes skipped: a copy
 

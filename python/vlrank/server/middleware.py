@@ -16,11 +16,13 @@ from .metrics import Metrics
 
 
 class BodyTooLargeError(HTTPException):
-    """Raised from inside the body read (chunked uploads); FastAPI re-raises HTTPExceptions as they are."""
+    """Raised from inside the body read (chunked uploads); FastAPI re-raises HTTPExceptions as they are.
+    The rest of the body is never read, so the connection closes with the answer: kept alive, the unread
+    bytes would be parsed as the next request's head."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is over this server's limit of {limit} bytes; send less "
-                              "(e.g. fewer documents, smaller or remote images)")
+                              "(e.g. fewer documents, smaller or remote images)", headers={"Connection": "close"})
 
 
 class BodyTimeoutError(HTTPException):
