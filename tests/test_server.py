@@ -277,12 +277,10 @@ def test_500_is_plain_json_and_the_traceback_stays_in_the_log(exported_models, c
     from vlrank.server import ServerSettings, create_app
 
     class BrokenReranker(vlrank.Reranker):
-        """A real reranker with a bug injected after loading."""
+        """A real reranker with a bug injected after loading (in the model thread's half of a call)."""
 
-        def rerank(self, *args, **kwargs):
-            if kwargs.get("query") != "warm up" and getattr(kwargs.get("query"), "texts", ()) != ("warm up",):
-                raise KeyError("secret-internal-detail")
-            return super().rerank(*args, **kwargs)
+        def run_prepared(self, prepared):
+            raise KeyError("secret-internal-detail")
 
     app = create_app({"broken": BrokenReranker(str(exported_models[VL_RERANK]))},
                      settings=ServerSettings(warmup=False))

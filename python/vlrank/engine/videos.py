@@ -23,12 +23,10 @@ video of the call: the key is the content digest and the options.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-
 import numpy as np
 
 from vlrank import _native
-from vlrank.engine.vision import PreparedImage, payload_key
+from vlrank.engine.windows import PreparedImage, payload_key
 from vlrank.errors import ContextTooLongError, ImageTooLargeError, InvalidInputError, named_field
 from vlrank.inputs import video as video_io
 from vlrank.inputs.video_sources import VideoInput
@@ -225,10 +223,4 @@ def prepare_video(v: VideoInput, *, key: str, merge: int, max_tokens: int, max_d
     return PreparedVideo(key=key, source=v, plan=plan, merge=merge, total_frames=total)
 
 
-def decode_pairs(pairs: Sequence[VideoPair], *, max_image_pixels: int) -> None:
-    """Decode every video among ``pairs`` that is not decoded yet (each once)."""
-    for video in {id(p.video): p.video for p in pairs}.values():
-        video.decode(max_image_pixels=max_image_pixels)
-
-
-__all__ = ["VideoPair", "PreparedVideo", "video_key", "prepare_video", "decode_pairs"]
+__all__ = ["VideoPair", "PreparedVideo", "video_key", "prepare_video"]

@@ -1,24 +1,27 @@
-"""The vision tower and its per-call image cache: images -> vision features and M-RoPE positions.
+"""The vision tower and the per-call media: images and videos -> pixel rows -> vision features.
 
 What a task (tasks/rerank.py, tasks/embed.py) does with it, per call::
 
-    images = ImageBatch(tower, min_pixels=..., max_pixels=...)
-    per_side = images.prepare(parsed_inputs)        # header-only probe: token counts, nothing decoded
+    media = ImageBatch(tower, min_pixels=..., max_pixels=...)
+    per_side = media.prepare(parsed_inputs)          # header-only probe: token counts, nothing decoded
+    videos = media.prepare_videos(parsed_inputs, max_tokens=...)   # header plans (engine/videos.py)
     ids = prompt_ids.vl_rerank_ids(tok, query=..., documents=..., ...)     # or vl_embed_ids
-    pos = images.positions(ids[i], row_images[i], image_pad_id=...)     # (3, L) per row, rope.rs
-    image_embeds, deepstack = images.features(images_of_the_batch_rows)  # decodes, runs the tower
+    media.decode(windows_of_the_rows)                 # request thread: every pixel row made here
+    ...                                               # model thread, with a fresh ImageBatch as the feed:
+    pos = feed.positions(ids[i], row_windows[i], image_pad_id=...)     # (3, L) per row, rope.rs
+    image_embeds, deepstack = feed.features(windows_of_the_batch_rows)  # runs the tower
 
 Within one ``ImageBatch`` every distinct image (same bytes or pixels, same pixel budget) is decoded once
 and run through the vision tower once, however many rows use it: a query image reranked against 100
-documents costs one tower run. Decoding waits until features are needed (all pending images of a batch in
-one parallel native call), so a prompt over the context fails, with advice, before any pixel is decoded.
+documents costs one tower run. A prompt over the context fails, with advice, before any pixel is decoded:
+``decode`` comes after the prompt ids. ``features`` decodes what is still pending (a caller that skipped
+``decode``), so the model thread of a server, which only gets prepared rows, never decodes.
 The tower runs one image per session call (its graph has no cross-image mask), so images of different
 sizes never need padding.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +29,8 @@ import numpy as np
 
 from vlrank import _native
 from vlrank.engine.sessions import create_session
+from vlrank.engine.videos import VideoPair, prepare_video, video_key
+from vlrank.engine.windows import PreparedImage, payload_key, pixel_bytes, video_pair_images
 from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.export.vision import VISION_FILE, read_vision_metadata
 from vlrank.preprocess.images import (
@@ -36,73 +41,6 @@ from vlrank.preprocess.images import (
     probe_native_items,
     resized_size,
 )
-
-
-def payload_key(payload: bytes | np.ndarray) -> str:
-    """A content hash of an image as given (encoded bytes, or a decoded uint8 array with its shape)."""
-    h = hashlib.sha256()
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        h.update(b"bytes\0")
-        h.update(payload)
-    else:
-        arr = np.ascontiguousarray(payload)
-        h.update(f"array\0{arr.dtype.str}\0{arr.shape}\0".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-class PreparedImage:
-    """One image of a call: its size (known from a header-only probe) and, once needed, its pixel rows
-    (merge-block order). Pixels are decoded lazily, all pending images of a batch together, so a prompt
-    that cannot fit the context fails before any image is decoded."""
-
-    __slots__ = ("key", "payload", "origin", "grid_h", "grid_w", "merge", "_pixels")
-
-    def __init__(self, *, key: tuple[str, int, int], grid_h: int, grid_w: int, merge: int,
-                 payload: bytes | np.ndarray | None = None, origin: str = "",
-                 pixel_values: np.ndarray | None = None) -> None:
-        self.key = key  # (content hash, min_pixels, max_pixels)
-        self.payload = payload
-        self.origin = origin
-        self.grid_h = grid_h  # patch rows (H / patch)
-        self.grid_w = grid_w  # patch columns
-        self.merge = merge
-        self._pixels = pixel_values
-
-    @property
-    def merged_grid(self) -> tuple[int, int]:
-        """(rows, cols) in merged tokens: the image's block of <|image_pad|> tokens."""
-        return self.grid_h // self.merge, self.grid_w // self.merge
-
-    @property
-    def num_tokens(self) -> int:
-        rows, cols = self.merged_grid
-        return rows * cols
-
-    @property
-    def has_pixels(self) -> bool:
-        return self._pixels is not None
-
-    @property
-    def pixel_values(self) -> np.ndarray:
-        """(N, C·T·P·P) float32; only after ``ImageBatch`` decoded it (``features`` / ``encode``)."""
-        if self._pixels is None:
-            raise RuntimeError("pixel_values are decoded by ImageBatch.features()/encode() on first use")
-        return self._pixels
-
-
-def video_pair_images(pixel_values: np.ndarray, grid_thw: Sequence[int], *, merge: int, key: str) -> list[PreparedImage]:
-    """A video's frame pairs as vision windows, in order. Each pair's rows (H/16 x W/16 of the video
-    processor's (N, 1536) rows) are exactly an image of grid (1, H/16, W/16): the same graph, the same
-    position embeddings and rotary; its features fill the pair's <|video_pad|> run (the decoder treats
-    those like <|image_pad|>). ``key`` identifies the video (content hash) for the per-call cache."""
-    t, gh, gw = (int(x) for x in grid_thw)
-    n = gh * gw
-    if pixel_values.shape[0] != t * n:
-        raise InvalidInputError(f"pixel_values has {pixel_values.shape[0]} rows; a ({t}, {gh}, {gw}) video grid "
-                                f"needs {t * n}", field="pixel_values")
-    return [PreparedImage(key=(f"video:{key}:{k}", 0, 0), grid_h=gh, grid_w=gw, merge=merge,
-                          pixel_values=pixel_values[k * n:(k + 1) * n]) for k in range(t)]
 
 
 class VisionTower:
@@ -168,8 +106,6 @@ class ImageBatch:
     def prepare_videos(self, sides: Sequence, *, max_tokens: int) -> list[list]:
         """For each side (a ``ParsedInput``) its ``PreparedVideo``s in order, planned from the headers with
         nothing decoded (engine/videos.py); the same video (content + options) is planned once."""
-        from vlrank.engine.videos import prepare_video, video_key  # noqa: PLC0415 - videos imports this module
-
         out = []
         for side in sides:
             row = []
@@ -227,15 +163,14 @@ class ImageBatch:
             self._prepared[key] = PreparedImage(key=key, payload=payload, origin=origin, grid_h=int(rh) // patch,
                                                 grid_w=int(rw) // patch, merge=self.tower.merge)
 
-    def _decode(self, images: Sequence[PreparedImage]) -> None:
-        """Preprocess every not-yet-decoded image among ``images`` in one native call (parallel, GIL free)."""
+    def decode(self, images: Sequence[PreparedImage]) -> None:
+        """Make the pixel rows of every not-yet-decoded window among ``images``: each video once (its frame
+        pairs), the images in one native call (parallel, GIL free, within the decode budgets)."""
         pending = list({id(img): img for img in images if not img.has_pixels}.values())
-        pairs = [img for img in pending if hasattr(img, "video")]
-        if pairs:
-            from vlrank.engine.videos import decode_pairs  # noqa: PLC0415 - videos imports this module
-
-            decode_pairs(pairs, max_image_pixels=self.max_image_pixels)
-            pending = [img for img in pending if not hasattr(img, "video")]
+        videos = {id(w.video): w.video for w in pending if isinstance(w, VideoPair)}
+        for video in videos.values():
+            video.decode(max_image_pixels=self.max_image_pixels)
+        pending = [img for img in pending if not isinstance(img, VideoPair)]
         if not pending:
             return
         results = preprocess_native_items([img.payload for img in pending], min_pixels=self.min_pixels,
@@ -250,6 +185,10 @@ class ImageBatch:
             img._pixels = np.asarray(pixels, dtype=np.float32)
             img.payload = None  # the pixels replace the encoded bytes
 
+    def pixel_bytes(self, images: Sequence[PreparedImage]) -> int:
+        """Bytes the pixel rows of the distinct windows among ``images`` hold once decoded."""
+        return pixel_bytes(images, patch_dim=self.tower.patch_dim)
+
     @staticmethod
     def token_counts(images: Sequence[PreparedImage]) -> list[int]:
         """Image token counts in order: what the prompt builders take per side."""
@@ -260,7 +199,7 @@ class ImageBatch:
         """The tower's output for one image, computed at most once per batch."""
         out = self._encoded.get(image.key)
         if out is None:
-            self._decode([image])
+            self.decode([image])
             out = self.tower.run(image)
             self._encoded[image.key] = out
         return out
@@ -278,7 +217,7 @@ class ImageBatch:
         if not images:
             return (np.zeros((0, t.out_hidden), np.float32),
                     np.zeros((t.deepstack_layers, 0, t.out_hidden), np.float32))
-        self._decode([img for img in images if img.key not in self._encoded])
+        self.decode([img for img in images if img.key not in self._encoded])
         parts = [self.encode(img) for img in images]
         embeds = np.concatenate([p[0] for p in parts], axis=0)
         deepstack = np.concatenate([p[1] for p in parts], axis=1)
@@ -292,4 +231,4 @@ class ImageBatch:
                                           image_grids=[img.merged_grid for img in images])
 
 
-__all__ = ["payload_key", "PreparedImage", "video_pair_images", "VisionTower", "ImageBatch"]
+__all__ = ["payload_key", "PreparedImage", "video_pair_images", "VisionTower", "ImageBatch"]  # windows re-exported

@@ -31,7 +31,8 @@ from .schemas import (
     RerankResponse,
 )
 from .settings import ServerSettings
-from .state import READY, STOPPING, ServerState, answer, unless_cancelled_in_shutdown
+from .route import serve
+from .state import READY, STOPPING, ServerState
 
 log = logging.getLogger("vlrank.server")
 
@@ -106,34 +107,21 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     @app.post("/v1/rerank", summary="score documents against a query (IONOS rerank)", openapi_extra=auth,
               response_model=RerankResponse, responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
     async def rerank(body: RerankRequest, request: Request) -> Response:
-        served = state.model(body.model, RERANK)
-        count = _document_count(body.documents)
-        if count > settings.max_documents:
-            raise ApiError(413, f"documents: {count} documents is over this server's limit of "
-                                f"{settings.max_documents}; split the request", param="documents",
-                           code="too_many_documents")
-        async def work() -> Response:
-            prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
-                                           top_n=body.top_n, instruction=body.instruction,
-                                           return_documents=body.return_documents, raw_scores=body.raw_scores)
-            return await answer(state, served, prepared, request)
-        return await unless_cancelled_in_shutdown(state, work())
+        call = {"query": body.query, "documents": body.documents, "top_n": body.top_n,
+                "instruction": body.instruction, "return_documents": body.return_documents,
+                "raw_scores": body.raw_scores}
+        return await serve(state, request, model=body.model, kind=RERANK, calls=[call],
+                           count=_document_count(body.documents), count_field="documents", shape=_only)
 
     @app.post("/v1/embeddings", summary="embed texts and images (OpenAI / IONOS embeddings)",
               openapi_extra=auth,
               responses={200: {"description": "one embedding per input, in input order"}, **ERROR_RESPONSES})
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        served = state.model(body.model, EMBED)
-        if isinstance(body.input, list) and len(body.input) > settings.max_documents:
-            raise ApiError(413, f"input: {len(body.input)} inputs is over this server's limit of "
-                                f"{settings.max_documents}; split the request", param="input",
-                           code="too_many_inputs")
-        async def work() -> Response:
-            prepared = await state.prepare(served, request, input=body.input, messages=body.messages,
-                                           instruction=body.instruction, dimensions=body.dimensions,
-                                           encoding_format=body.encoding_format)
-            return await answer(state, served, prepared, request)
-        return await unless_cancelled_in_shutdown(state, work())
+        call = {"input": body.input, "messages": body.messages, "instruction": body.instruction,
+                "dimensions": body.dimensions, "encoding_format": body.encoding_format}
+        count = len(body.input) if isinstance(body.input, list) else 1
+        return await serve(state, request, model=body.model, kind=EMBED, calls=[call], count=count,
+                           count_field="input", noun="inputs", count_code="too_many_inputs", shape=_only)
 
     cohere.add_routes(app, state, auth=auth)
     score.add_routes(app, state, auth=auth)
@@ -158,6 +146,11 @@ def _declare_bearer(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _only(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The library's result of a one-call request is the IONOS / OpenAI body as it is."""
+    return results[0]
 
 
 def _document_count(documents: Any) -> int:

@@ -12,21 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from .state import ClientGone, ServerState, unless_cancelled_in_shutdown
 from .engines import RERANK
-from .errors import ApiError
+from .route import serve
+from .state import ServerState
 from .schemas import ERROR_RESPONSES, CohereV2RerankRequest, CohereV2RerankResponse
 
 ROUTES = frozenset({"/v2/rerank"})
-
-
-def check_document_count(count: int, limit: int, *, field: str = "documents") -> None:
-    """413 naming ``field`` when a request carries more documents than the server takes."""
-    if count > limit:
-        raise ApiError(413, f"{field}: {count} documents is over this server's limit of {limit}; split the "
-                            "request", param=field, code="too_many_documents")
 
 
 def v2_result(result: dict[str, Any], *, warnings: list[str]) -> dict[str, Any]:
@@ -46,19 +39,12 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
               response_model=CohereV2RerankResponse, response_model_exclude_none=True,
               responses={200: {"description": "results sorted by relevance_score"}, **ERROR_RESPONSES})
     async def rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
-        return await unless_cancelled_in_shutdown(state, _rerank_v2(body, request))
-
-    async def _rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
-        served = state.model(body.model, RERANK)
-        check_document_count(len(body.documents), state.settings.max_documents)
-        prepared = await state.prepare(served, request, query=body.query, documents=body.documents,
-                                       top_n=body.top_n, instruction=body.instruction,
-                                       return_documents=body.return_documents, raw_scores=body.raw_scores)
-        try:
-            result = await state.execute(served, prepared, request)
-        except ClientGone:
-            return Response(status_code=499)
+        call = {"query": body.query, "documents": body.documents, "top_n": body.top_n,
+                "instruction": body.instruction, "return_documents": body.return_documents,
+                "raw_scores": body.raw_scores}
         warnings = [f"{name} is not applied by vlrank: each query-document pair is truncated to the model's "
                     "max_length" if name == "max_tokens_per_doc" else f"{name} is not applied by vlrank"
                     for name in ("max_tokens_per_doc", "priority") if getattr(body, name) is not None]
-        return JSONResponse(v2_result(result, warnings=warnings))
+        return await serve(state, request, model=body.model, kind=RERANK, calls=[call],
+                           count=len(body.documents), count_field="documents",
+                           shape=lambda results: v2_result(results[0], warnings=warnings))

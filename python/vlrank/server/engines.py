@@ -1,214 +1,232 @@
 """One engine per task between HTTP requests and a task object (``vlrank.Reranker`` / ``vlrank.Embedder``).
 
-``prepare()`` runs in a request thread: it validates the request under the *server's* fetch policy
-(``file://`` and plain paths refused, private addresses refused unless allowed) with ``vlrank.inputs``,
-which names the exact JSON path of a fault, and estimates the request's token cost for the scheduler.
-``run_batch()`` runs on the model's worker thread: a whole scheduler batch is one model plan
-(``rerank_many`` / ``embed_many``, whose result i equals the single call i); a lone request is the
-plain public call.
+``prepare()`` runs in the request's thread (or on the event loop for a small text-only body): it parses the
+request's calls under the *server's* fetch policy (``file://`` and plain paths refused, private addresses
+refused unless allowed), which names the exact JSON path of a fault, then has the task prepare each call —
+media fetched, probed and decoded, prompt ids built — so the request's cost is exact (its prompt tokens,
+videos included) and a bad input fails its own request there, never a batch it would have shared.
+Decoded pixel rows are reserved in the server's ``MediaBudget`` before they are made, and released when the
+request's job is done.
+
+``run_batch()`` runs on the model's worker thread: the calls of every request of a scheduler batch are ONE
+model plan (``Task.run_prepared``); nothing is parsed or decoded there.
 """
 
 from __future__ import annotations
 
-import base64
-import struct
-import zlib
-import logging
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass
+import base64
+import logging
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
-from vlrank.inputs import FetchPolicy, ParsedInput, parse_documents, parse_embedding_input, parse_query
-from vlrank.preprocess.images import count_image_tokens, image_tokens
-from vlrank.preprocess.prompts import CONTEXT_TOKENS
+from vlrank.errors import InvalidInputError, MemoryBudgetError, VlrankError
+from vlrank.inputs import FetchPolicy, parse_documents, parse_embedding_input, parse_query
 from vlrank.tasks import Embedder, Reranker
+from vlrank.tasks.base import Prepared
 
 RERANK, EMBED = "rerank", "embed"
 log = logging.getLogger("vlrank.server")
 
-# Cost estimate in tokens: Qwen's BPE averages ~4 UTF-8 bytes per token on English and fewer on other
-# scripts; 3 keeps the estimate on the safe (larger) side. Images cost their real token count when the
-# native probe is available, else a typical screenshot-sized guess.
-_BYTES_PER_TOKEN = 3
-_PAIR_OVERHEAD = 48  # system prompt + template tokens around a rerank pair / embedding input
-_IMAGE_GUESS = 256
+
+class MediaBusyError(Exception):
+    """The media budget stayed full for longer than a request may wait for it (the server answers 503)."""
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A validated request: keyword arguments for the facade, estimated tokens, documents/inputs count."""
+class MediaBudget:
+    """Bytes of decoded pixel rows that prepared requests may hold at once (waiting in the queue or running).
 
-    payload: dict[str, Any]
-    cost: int
-    items: int
+    A request reserves its exact pixel bytes after its prompt ids passed and before anything is decoded; it
+    waits (in its own thread, never on the event loop) up to ``wait_s`` for others to finish, then gets 503.
+    One request over the whole budget can never fit: ``MemoryBudgetError`` (413) at once."""
 
+    def __init__(self, limit: int, *, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.used = 0
+        self._cond = threading.Condition()
 
-def _text_tokens(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass")) // _BYTES_PER_TOKEN + 1
+    def reserve(self, nbytes: int, *, field: str) -> None:
+        if nbytes > self.limit:
+            raise MemoryBudgetError(
+                f"{field}: its images and videos decode to {nbytes / 2**20:.0f} MiB of pixel rows, over this "
+                f"server's media budget of {self.limit / 2**20:.0f} MiB; pass fewer or smaller images, fewer "
+                "frames (max_frames, fps) or a lower max_pixels / total_pixels", field=field)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + nbytes <= self.limit, timeout=self.wait_s):
+                raise MediaBusyError(f"the server's media budget stayed full for {self.wait_s:g} s")
+            self.used += nbytes
 
-
-def _image_tokens(image: Any, pixels: tuple[int, int]) -> int:
-    """Exact prompt tokens of one image (header probe + the reference resize rule) plus its two wrapper
-    tokens; a guess when the header cannot be read (the facade then reports the real error)."""
-    try:
-        if image.data is not None:
-            tokens = count_image_tokens(bytes(image.data), min_pixels=pixels[0], max_pixels=pixels[1]).tokens
-        else:
-            height, width = (int(v) for v in image.array.shape[:2])
-            tokens = image_tokens(width=width, height=height, min_pixels=pixels[0], max_pixels=pixels[1])
-        return int(tokens) + 2
-    except Exception:  # noqa: BLE001 - only an estimate
-        return _IMAGE_GUESS
-
-
-def _images_over_context(tokens: int, *, field: str) -> ContextTooLongError:
-    return ContextTooLongError(
-        f"{field}: its images alone need {tokens} tokens, over the model's {CONTEXT_TOKENS}-token context; "
-        "pass fewer or smaller images", field=field)
+    def release(self, nbytes: int) -> None:
+        if nbytes:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
 
 
-def _side_tokens(side: ParsedInput, pixels: tuple[int, int]) -> tuple[int, int]:
-    """(text tokens estimate, exact image tokens) of one side."""
-    return sum(_text_tokens(t) for t in side.texts), sum(_image_tokens(i, pixels) for i in side.images)
+@dataclass(eq=False)
+class PreparedRequest:
+    """A request's calls, each prepared by the task (rows ready to run), and what the scheduler needs."""
 
+    calls: list[Prepared]
+    budget: MediaBudget | None = None
+    media_bytes: int = 0
+    _released: bool = field(default=False, repr=False)
+
+    @property
+    def cost(self) -> int:
+        """Exact prompt tokens of every row of every call: the unit of the scheduler's batch budget."""
+        return sum(p.tokens for p in self.calls)
+
+    @property
+    def items(self) -> int:
+        return sum(len(p.rows) for p in self.calls)
+
+    def reserve(self, nbytes: int, *, field: str) -> None:
+        if self.budget is not None and nbytes:
+            self.budget.reserve(nbytes, field=field)
+            self.media_bytes += nbytes
+
+    def release(self) -> None:
+        """Give the request's pixel bytes back (idempotent: called when its job is done, or it failed)."""
+        if not self._released and self.budget is not None:
+            self._released = True
+            self.budget.release(self.media_bytes)
+
+
+Rename = Callable[[int, str], str]
+"""(call index, the library's field path) -> the API's field path (e.g. /score: documents[0] -> text_2[3])."""
+
+
+def renamed(exc: VlrankError, i: int, rename: Rename | None) -> VlrankError:
+    """``exc`` with its field (and the field at the head of its message) in the route's own names."""
+    if rename is None or not exc.field:
+        return exc
+    new = rename(i, exc.field)
+    if new == exc.field:
+        return exc
+    message = exc.message
+    if message.startswith(exc.field):
+        message = new + message[len(exc.field):]
+    out = type(exc)(message, field=new)
+    out.__cause__ = exc
+    return out
 
 
 class TaskEngine(abc.ABC):
-    """What both engines share: the served task object, the server's fetch policy, the document cap, and
-    running a scheduler batch. An engine adds its ``prepare`` (request -> payload + cost), ``_call`` /
-    ``_call_many`` (the task's public calls) and its warm-up payloads."""
+    """What both engines share: the served task object, the server's fetch policy, the document cap, preparing
+    a request's calls and running a scheduler batch. An engine adds ``parse`` (one call's request fields ->
+    the task's keyword arguments, under the server's policy) and its warm-up calls."""
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int) -> None:
+    def __init__(self, name: str, model: Any, *, policy: FetchPolicy, max_documents: int,
+                 media: MediaBudget | None = None) -> None:
         self.name = name
         self.model = model
         self.policy = policy
         self.max_documents = max_documents
+        self.media = media
 
-    @property
-    def _pixels(self) -> tuple[int, int]:
-        return self.model.min_pixels, self.model.max_pixels
-
-    def run_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        """One model plan for the whole batch; if that plan fails outright (not a typed per-call error),
-        each request is retried alone so one bad request cannot fail the others."""
-        if len(payloads) > 1:
-            try:
-                return [self._named(r) for r in self._call_many(list(payloads))]
-            except Exception:  # noqa: BLE001 - isolate the culprit below; its own error reaches its client
-                log.warning("batched call of %d requests failed; retrying them one by one", len(payloads),
-                            exc_info=True)
-        return [self._one(p) for p in payloads]
-
-    def _one(self, payload: dict[str, Any]) -> Any:
+    def prepare(self, calls: Sequence[Mapping[str, Any]], *, rename: Rename | None = None) -> PreparedRequest:
+        """Every call of one request prepared (see the module docstring); the first bad call's typed error,
+        in the route's field names, fails the request and releases what it reserved."""
+        request = PreparedRequest(calls=[], budget=self.media)
         try:
-            return self._named(self._call(payload))
+            for i, call in enumerate(calls):
+                try:
+                    def reserve(nbytes: int, i: int = i) -> None:
+                        request.reserve(nbytes, field=rename(i, "documents") if rename else self.items_field)
+                    request.calls.append(self.model.prepare(reserve=reserve, **self.parse(**call)))
+                except VlrankError as exc:
+                    raise renamed(exc, i, rename) from exc.__cause__
+        except BaseException:
+            request.release()
+            raise
+        return request
+
+    def run_batch(self, requests: Sequence[PreparedRequest]) -> list[Any]:
+        """One model plan for the calls of every request; request i gets its calls' results (a list) or the
+        first call error. If the plan fails outright (not a typed per-call error), each request is run alone
+        so one cannot fail the others."""
+        if len(requests) > 1:
+            try:
+                flat = self.model.run_prepared([p for r in requests for p in r.calls])
+                out, k = [], 0
+                for r in requests:
+                    out.append(self._answer(flat[k:k + len(r.calls)]))
+                    k += len(r.calls)
+                return out
+            except Exception:  # noqa: BLE001 - isolate the culprit below; its own error reaches its client
+                log.warning("batched call of %d requests failed; running them one by one", len(requests),
+                            exc_info=True)
+        return [self._one(r) for r in requests]
+
+    def _one(self, request: PreparedRequest) -> Any:
+        try:
+            return self._answer(self.model.run_prepared(request.calls))
         except Exception as exc:  # noqa: BLE001 - returned to that request only, not the whole batch
             return exc
 
-    def _named(self, result: Any) -> Any:
-        if isinstance(result, dict):
-            result["model"] = self.name
-        return result
+    def _answer(self, results: Sequence[Any]) -> Any:
+        for r in results:
+            if isinstance(r, BaseException):
+                return r
+            r["model"] = self.name
+        return list(results)
+
+    items_field: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def prepare(self, **request: Any) -> Prepared:
-        """Validate one request under the server's policy and estimate its token cost."""
+    def parse(self, **call: Any) -> dict[str, Any]:
+        """One call's request fields -> the task's keyword arguments, parsed under the server's policy."""
 
     @abc.abstractmethod
-    def _call(self, payload: dict[str, Any]) -> dict:
-        """The task's public call for one prepared payload."""
-
-    @abc.abstractmethod
-    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        """The task's many-calls form: result i equals ``_call(payloads[i])``, errors in place."""
-
-    @abc.abstractmethod
-    def warmup_payloads(self) -> list[dict[str, Any]]:
-        """Payloads that load every session of the model (text, then an image) before /health says ready."""
+    def warmup_calls(self) -> list[dict[str, Any]]:
+        """Calls that load every session of the model (text, then an image) before /health says ready."""
 
 
 class RerankEngine(TaskEngine):
     """One served reranker."""
 
     kind = RERANK
+    items_field = "documents"
 
-    def prepare(self, *, query: Any, documents: Any, top_n: int | None, instruction: str | None,
-                return_documents: bool, raw_scores: bool = False) -> Prepared:
-        parsed_query = parse_query(query, policy=self.policy)
-        parsed_docs = parse_documents(documents, policy=self.policy, max_documents=self.max_documents)
-        pixels = self._pixels
-        q_text, q_img = _side_tokens(parsed_query, pixels)
-        if q_img > CONTEXT_TOKENS:
-            raise _images_over_context(q_img, field="query")
-        q = q_text + q_img + (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
-        cost = 0
-        for i, doc in enumerate(parsed_docs):
-            d_text, d_img = _side_tokens(doc, pixels)
-            # Images are never truncated, so image tokens over the context are an error for sure; catching it
-            # here keeps a hopeless request from reaching (and exhausting) the model.
-            if q_img + d_img > CONTEXT_TOKENS:
-                raise _images_over_context(q_img + d_img, field=f"documents[{i}]")
-            cost += q + d_text + d_img
-        # The task's parse_* return a ParsedInput unchanged, so the server's parse (under the server's
-        # policy, in a request thread) is the only one: images are fetched once, never by the model worker.
-        payload = {"query": parsed_query, "documents": parsed_docs, "top_n": top_n, "instruction": instruction,
-                   "return_documents": return_documents, "raw_scores": raw_scores}
-        return Prepared(payload=payload, cost=cost, items=len(parsed_docs))
+    def parse(self, *, query: Any, documents: Any, top_n: int | None = None, instruction: str | None = None,
+              return_documents: bool = True, raw_scores: bool = False) -> dict[str, Any]:
+        # The task's parse_* return a ParsedInput unchanged, so this parse (under the server's policy) is the
+        # only one: media are fetched once, in the request's thread.
+        return {"query": parse_query(query, policy=self.policy),
+                "documents": parse_documents(documents, policy=self.policy, max_documents=self.max_documents),
+                "top_n": top_n, "instruction": instruction, "return_documents": return_documents,
+                "raw_scores": raw_scores}
 
-    def _call(self, payload: dict[str, Any]) -> dict:
-        return self.model.rerank(**payload)
-
-    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        return self.model.rerank_many(payloads)
-
-    def warmup_payloads(self) -> list[dict[str, Any]]:
-        return [
-            {"query": "warm up", "documents": [document], "top_n": None, "instruction": None,
-             "return_documents": False}
-            for document in ("warm up", _WARMUP_IMAGE)
-        ]
+    def warmup_calls(self) -> list[dict[str, Any]]:
+        return [{"query": "warm up", "documents": [document], "return_documents": False}
+                for document in ("warm up", _WARMUP_IMAGE)]
 
 
 class EmbedEngine(TaskEngine):
     """One served embedding model."""
 
     kind = EMBED
+    items_field = "input"
 
-    def prepare(self, *, input: Any, messages: Any, instruction: str | None,  # noqa: A002
-                dimensions: int | None, encoding_format: str) -> Prepared:
+    def parse(self, *, input: Any, messages: Any = None, instruction: str | None = None,  # noqa: A002
+              dimensions: int | None = None, encoding_format: str = "float") -> dict[str, Any]:
         parsed = parse_embedding_input(input=input, messages=messages, policy=self.policy,
                                        max_inputs=self.max_documents)
-        extra = (_text_tokens(instruction) if instruction else 0) + _PAIR_OVERHEAD
-        pixels = self._pixels
-        cost = 0
-        for i, side in enumerate(parsed):
-            text, img = _side_tokens(side, pixels)
-            if img > CONTEXT_TOKENS:
-                field = "input" if len(parsed) == 1 and not isinstance(input, list) else f"input[{i}]"
-                raise _images_over_context(img, field="messages" if messages is not None else field)
-            cost += text + img + extra
-        payload: dict[str, Any] = {"instruction": instruction, "dimensions": dimensions,
-                                   "encoding_format": encoding_format}
         # One parsed input stands for a string, one object or a messages list (all give one embedding);
         # a list stays a list, so the response has the same shape as the library's for the raw request.
-        payload["input"] = list(parsed) if isinstance(input, list) else parsed[0]
-        return Prepared(payload=payload, cost=cost, items=len(parsed))
+        return {"input": list(parsed) if isinstance(input, list) else parsed[0], "instruction": instruction,
+                "dimensions": dimensions, "encoding_format": encoding_format}
 
-    def _call(self, payload: dict[str, Any]) -> dict:
-        return self.model.embed(**payload)
-
-    def _call_many(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        return self.model.embed_many(payloads)
-
-    def warmup_payloads(self) -> list[dict[str, Any]]:
-        return [
-            {"input": "warm up", "instruction": None, "dimensions": None, "encoding_format": "float"},
-            {"input": [_WARMUP_IMAGE], "instruction": None, "dimensions": None, "encoding_format": "float"},
-        ]
+    def warmup_calls(self) -> list[dict[str, Any]]:
+        return [{"input": "warm up"}, {"input": [_WARMUP_IMAGE]}]
 
 
 _ENGINES: tuple[tuple[type, type[TaskEngine]], ...] = ((Reranker, RerankEngine), (Embedder, EmbedEngine))

@@ -3,23 +3,24 @@
 vLLM pairs ``text_1`` with ``text_2``: one ``text_1`` against every ``text_2`` (1 -> N), or ``text_1[i]``
 with ``text_2[i]`` (N -> N, equal lengths). The answer lists one score per pair *in pair order* (not
 sorted): ``{"id", "object": "list", "created", "model", "data": [{"index", "object": "score", "score"}],
-"usage"}``. A 1 -> N request is one rerank call; N -> N pairs are N calls the scheduler batches together.
+"usage"}``. A 1 -> N request is one rerank call; N -> N pairs are N calls — all of one request are ONE
+scheduler job (one queue slot, its exact tokens as its cost), so the documented 1,000 pairs fit an idle server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from .state import ClientGone, ServerState, unless_cancelled_in_shutdown
-from .cohere import check_document_count
 from .engines import RERANK
 from .errors import ApiError
+from .route import serve
+from .state import ServerState
 from .schemas import ERROR_RESPONSES, ScoreRequest, ScoreResponse
 
 ROUTES = frozenset({"/score", "/v1/score"})
@@ -49,26 +50,43 @@ def score_items(results: list[dict[str, Any]], *, raw_scores: bool) -> list[dict
     return items
 
 
+def pair_fields(text_1: str | list[str], text_2: str | list[str]) -> Callable[[int, str], str]:
+    """The library's field paths of call i -> vLLM's: the query is ``text_1`` (``text_1[i]`` for pairs), a
+    document ``text_2[j]`` (``text_2[i]`` for pairs), so an error names the field the client sent."""
+    one = isinstance(text_1, str) or len(text_1) == 1
+    t1 = "text_1" if isinstance(text_1, str) else "text_1[0]"
+    t2_list = not isinstance(text_2, str)
+
+    def rename(i: int, field: str) -> str:
+        if field == "query" or field.startswith(("query.", "query[")):
+            return (t1 if one else f"text_1[{i}]") + field[len("query"):]
+        head, sep, rest = field.partition("]")
+        if head.startswith("documents[") and sep:
+            j = int(head[len("documents["):]) if one else i
+            return (f"text_2[{j}]" if t2_list else "text_2") + rest
+        if field == "documents":
+            return "text_2"
+        return field
+    return rename
+
+
 def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> None:
     """Register ``POST /score`` and ``POST /v1/score`` on ``app``."""
 
     async def score(body: ScoreRequest, request: Request) -> Response:
-        return await unless_cancelled_in_shutdown(state, _score(body, request))
+        calls = [{"query": q, "documents": d, "top_n": None, "instruction": None, "return_documents": False,
+                  "raw_scores": body.raw_scores} for q, d in pairs(body.text_1, body.text_2)]
 
-    async def _score(body: ScoreRequest, request: Request) -> Response:
-        served = state.model(body.model, RERANK)
-        calls = pairs(body.text_1, body.text_2)
-        check_document_count(sum(len(d) for _, d in calls), state.settings.max_documents, field="text_2")
-        prepared = [await state.prepare(served, request, query=q, documents=d, top_n=None, instruction=None,
-                                        return_documents=False, raw_scores=body.raw_scores) for q, d in calls]
-        try:
-            results = await asyncio.gather(*(state.execute(served, p, request) for p in prepared))
-        except ClientGone:
-            return Response(status_code=499)
-        prompt = sum(r["usage"]["prompt_tokens"] for r in results)
-        return JSONResponse({"id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                             "model": served.name, "data": score_items(results, raw_scores=body.raw_scores),
-                             "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        def shape(results: list[dict[str, Any]]) -> dict[str, Any]:
+            prompt = sum(r["usage"]["prompt_tokens"] for r in results)
+            return {"id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+                    "model": results[0]["model"] if results else body.model,
+                    "data": score_items(results, raw_scores=body.raw_scores),
+                    "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+
+        return await serve(state, request, model=body.model, kind=RERANK, calls=calls,
+                           count=sum(len(c["documents"]) for c in calls), count_field="text_2", shape=shape,
+                           rename=pair_fields(body.text_1, body.text_2))
 
     for path in sorted(ROUTES):
         app.post(path, summary="score text pairs (vLLM score API)", openapi_extra=auth,

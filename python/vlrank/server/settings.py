@@ -29,6 +29,11 @@ class ServerSettings:
     its field before anything is decoded; the model sees at most ``max_pixels`` of an image anyway.
     Videos: a video file (data URL or http(s)) of more than ``max_video_bytes`` is refused (413) while it is
     read; its frames are planned from the header and decoded within the image decode budget.
+
+    Media held: a request's images and videos are decoded in its own thread into float32 pixel rows, which it
+    holds until its batch has run; ``max_media_bytes`` bounds those rows over all requests at once (a request
+    that needs more is 413; one that finds it full waits up to ``media_wait_s``, then 503 with Retry-After).
+    Default 4 GiB: 128 images at the default 1,280-token max_pixels (32 MiB of rows each).
     """
 
     api_key: str | None = None
@@ -49,14 +54,17 @@ class ServerSettings:
     drain_timeout_s: float = 20.0
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
+    max_media_bytes: int = 4 * 2**30
+    media_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s", "media_wait_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}", field=name)
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
-                     "retry_after_s", "max_header_bytes", "max_image_pixels", "max_video_bytes"):
+                     "retry_after_s", "max_header_bytes", "max_image_pixels", "max_video_bytes",
+                     "max_media_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)

@@ -1,5 +1,5 @@
-"""The server's shared state: model lifecycle (load, warm-up, drain), the per-model scheduler, and the
-route helpers every endpoint module uses (prepare off or on the loop, execute, answer).
+"""The server's shared state: model lifecycle (load, warm-up, drain), the per-model scheduler and engine, the
+media budget, and the model lookup every route uses (the serve step itself is ``route.py``).
 
 Shutdown: uvicorn stops accepting connections and tells every open one (``protocol.py`` then calls
 ``begin_drain``); /health answers 503 ``shutting_down`` and queued requests keep running for up to
@@ -16,18 +16,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
-
-from vlrank.errors import VlrankError
-from vlrank.inputs import holds_images
-
-from .engines import RERANK, Prepared, engine_class, is_warmup_refusal
-from .errors import ApiError, from_vlrank_error, internal_error
+from .engines import RERANK, MediaBudget, engine_class, is_warmup_refusal
+from .errors import ApiError
 from .metrics import Metrics
 from .models import ModelSpec, ServedModel
-from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from .scheduler import BatchScheduler, SchedulerClosedError
 from .settings import ServerSettings
 
 log = logging.getLogger("vlrank.server")
@@ -48,6 +41,8 @@ class ServerState:
         # errors carry paths and ONNX Runtime text, which go to the server log, never to a client.
         self.model_states: dict[str, str] = {name: LOADING for name in self.specs}
         self.policy = settings.fetch_policy()
+        # One budget for the decoded pixel rows of every prepared request of every model (engines.py).
+        self.media = MediaBudget(settings.max_media_bytes, wait_s=settings.media_wait_s)
         self.drain_deadline: float | None = None  # monotonic time; set when shutdown begins
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -80,7 +75,8 @@ class ServerState:
             self.model_states[name] = FAILED
 
     def _serve(self, name: str, model: Any) -> ServedModel:
-        engine = engine_class(model)(name, model, policy=self.policy, max_documents=self.settings.max_documents)
+        engine = engine_class(model)(name, model, policy=self.policy, max_documents=self.settings.max_documents,
+                                     media=self.media)
         m = self.metrics
         scheduler = BatchScheduler(
             name,
@@ -97,10 +93,14 @@ class ServerState:
         return ServedModel(name=name, kind=engine.kind, engine=engine, scheduler=scheduler)
 
     async def _warm_up(self, served: ServedModel) -> None:
-        for payload in served.engine.warmup_payloads():
-            job = served.scheduler.submit(payload, cost=1)
+        for call in served.engine.warmup_calls():
             try:
-                await job.future
+                prepared = await asyncio.to_thread(served.engine.prepare, [call])
+                try:
+                    job = served.scheduler.submit(prepared, cost=prepared.cost)
+                    await job.future
+                finally:
+                    prepared.release()
             except Exception as exc:
                 if not is_warmup_refusal(exc):
                     raise
@@ -170,103 +170,3 @@ class ServerState:
             raise ApiError(400, f"model {name!r} is a {what}; send it to {route}",
                            param="model", code="model_not_supported")
         return served
-
-    async def prepare(self, served: ServedModel, request: Request, **kwargs: Any) -> Prepared:
-        """Validate and cost a request. Small text-only requests are parsed right here: that takes
-        microseconds, while a hop to a worker thread costs a GIL hand-over (up to the 5 ms switch interval
-        while the model thread runs Python code) - measured: it halved throughput at concurrency 32.
-        Whether a request is text-only is read from its decoded fields (``holds_images``), never from the
-        raw body, so no spelling of a URL can bring a fetch or a decode onto the event loop."""
-        try:
-            if _is_light(request) and not holds_images(*kwargs.values()):
-                return served.engine.prepare(**kwargs)
-            return await run_in_threadpool(lambda: served.engine.prepare(**kwargs))
-        except VlrankError as exc:
-            raise from_vlrank_error(exc) from exc
-
-    async def execute(self, served: ServedModel, prepared: Prepared, request: Request) -> Any:
-        """Queue the request on the model's scheduler and wait for its result or the client leaving."""
-        try:
-            job = served.scheduler.submit(prepared.payload, cost=prepared.cost, items=prepared.items)
-        except QueueFullError as exc:
-            self.metrics.rejected.labels(served.name).inc()
-            raise ApiError(429, f"{exc}; retry after {self.settings.retry_after_s} s", code="queue_full",
-                           headers=self.retry_headers()) from exc
-        except SchedulerClosedError as exc:
-            raise ApiError(503, f"{exc}; retry on another replica", code="shutting_down",
-                           headers=self.retry_headers()) from exc
-        gone = asyncio.ensure_future(_client_gone(request))
-        try:
-            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            self._abandon(served, job)
-            raise
-        finally:
-            gone.cancel()
-        if not job.future.done():
-            self._abandon(served, job)
-            raise ClientGone()
-        exc = job.future.exception()
-        if exc is not None:
-            if isinstance(exc, SchedulerClosedError):  # answered at the drain deadline
-                raise ApiError(503, f"{exc}; retry on another replica", code="shutting_down",
-                               headers=self.retry_headers()) from exc
-            if isinstance(exc, VlrankError):
-                raise from_vlrank_error(exc) from exc
-            raise internal_error(exc) from exc
-        result = job.future.result()
-        usage = result.get("usage") if isinstance(result, dict) else None
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            self.metrics.tokens.labels(served.name).inc(usage["prompt_tokens"])
-        return result
-
-    def _abandon(self, served: ServedModel, job: Any) -> None:
-        if served.scheduler.cancel(job):
-            self.metrics.cancelled.labels(served.name).inc()
-        else:  # already running: its result arrives later and nobody reads it
-            job.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
-_LIGHT_BODY_BYTES = 64 * 1024
-
-
-def _is_light(request: Request) -> bool:
-    """A body small enough to parse on the loop (a long document list still takes milliseconds)."""
-    length = request.headers.get("content-length")
-    return length is not None and length.isdigit() and int(length) <= _LIGHT_BODY_BYTES
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request waited."""
-
-
-async def _client_gone(request: Request) -> None:
-    """Return when the client disconnects (the body has been read, so receive() only reports that)."""
-    while True:
-        message = await request.receive()
-        if message.get("type") == "http.disconnect":
-            return
-        # A server may hand out one more empty body message after the body was read (uvicorn's httptools
-        # protocol does); the next receive() then blocks. Yield anyway, so no server can make this spin.
-        await asyncio.sleep(0)
-
-
-async def unless_cancelled_in_shutdown(state: ServerState, work: Any) -> Response:
-    """Run a route's work; if the server cancels it while shutting down (uvicorn's graceful-shutdown
-    timeout, after the drain deadline), answer the JSON 503 instead of letting uvicorn send a plain 500."""
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not state.draining:
-            raise
-        return state.shutting_down().response()
-
-
-async def answer(state: ServerState, served: ServedModel, prepared: Prepared, request: Request) -> Response:
-    t0 = time.perf_counter()
-    try:
-        result = await state.execute(served, prepared, request)
-    except ClientGone:
-        log.info("client left before model %r answered (%.3f s)", served.name, time.perf_counter() - t0)
-        return Response(status_code=499)
-    return JSONResponse(result)

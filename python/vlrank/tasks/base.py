@@ -1,22 +1,29 @@
 """What every task (``Reranker``, ``Embedder``) shares: argument checks, the loaded model, the per-call
-image cache, image preparation, ``*_many`` and the error field names.
+media, ``prepare`` / ``run_prepared``, ``*_many`` and the error field names.
 
-A call runs in three steps; a task writes only the first and the last:
-  prepare  inputs -> parsed sides -> (images probed once) -> prompt ids per row        (``_prepare``)
-  model    all rows of the call(s) through one token-budgeted batch plan               (ModelRunner.run)
-  result   decoder outputs -> the IONOS / OpenAI result                                 (``_result``)
+A call runs in two halves, so a server can do the first in the request's own thread and hand the model
+thread nothing but rows ready to run:
+
+  prepare   (request thread)  inputs -> parsed sides -> media probed and planned -> prompt ids per row ->
+            memory budget -> media decoded into pixel rows; the exact cost is known     (``prepare``)
+  run       (model thread)    the rows of one or many prepared calls through one token-budgeted batch
+            plan (vision tower + decoder), then each call's IONOS / OpenAI result        (``run_prepared``)
+
+A task writes only ``_prepare(images=..., **call)`` (parse + ids, nothing decoded) and ``_result``.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from vlrank.engine.manifest import check_graph
 from vlrank.engine.sessions import create_session
-from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner
+from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner, Row
 from vlrank.engine.vision import ImageBatch, VisionTower
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
 from vlrank.inputs import FetchPolicy, ParsedInput
@@ -87,6 +94,26 @@ def check_instruction(instruction: Any) -> str | None:
     return instruction
 
 
+@dataclass(kw_only=True)
+class Prepared:
+    """A call ready to run: its decoder rows (prompt ids + vision windows, pixel rows made) and what it costs.
+
+    ``tokens`` is exact (every prompt token the model will see; what ``usage`` reports), ``media_bytes`` the
+    pixel rows it holds until it has run. A task's own prepared call adds what its result needs."""
+
+    rows: list[Row]
+    media_bytes: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(r.ids) for r in self.rows)
+
+
+#: ``reserve(nbytes)`` is called with the bytes a call's pixel rows will hold, after its prompt ids and memory
+#: budget passed and before anything is decoded; it may block (a server's media budget) or raise.
+Reserve = Callable[[int], None]
+
+
 class Task:
     """The shared floor of ``Reranker`` and ``Embedder``. A task sets ``task`` (the export task),
     ``method`` and ``call_args`` (its public call and keywords), ``inputs_field`` and ``image_verb``
@@ -117,6 +144,7 @@ class Task:
         self.name = name or m.name
         self.family = m.family
         self._tower: VisionTower | None = None
+        self._tower_lock = threading.Lock()  # prepare() runs in request threads: the tower loads once
 
     @property
     def max_batch_tokens(self) -> int:
@@ -124,16 +152,20 @@ class Task:
 
     def tower(self) -> VisionTower:
         """The vision tower (loaded on first use)."""
-        if self._tower is None:
-            manifest = self.runner.manifest
-            if not manifest.has_vision:
-                raise ModelDirectoryError(f"{manifest.root} has no vision graph; this model takes text only "
-                                          "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
-            session = create_session(manifest.file("vision"), providers=self.runner.providers,
-                                     ort_options=self.runner.ort_options)
-            check_graph(manifest, session, graph="vision")
-            self._tower = VisionTower(manifest.root, session=session)
+        with self._tower_lock:
+            if self._tower is None:
+                self._tower = self._load_tower()
         return self._tower
+
+    def _load_tower(self) -> VisionTower:
+        manifest = self.runner.manifest
+        if not manifest.has_vision:
+            raise ModelDirectoryError(f"{manifest.root} has no vision graph; this model takes text only "
+                                      "(re-export a Qwen3-VL checkpoint with this vlrank)", field="model")
+        session = create_session(manifest.file("vision"), providers=self.runner.providers,
+                                 ort_options=self.runner.ort_options)
+        check_graph(manifest, session, graph="vision")
+        return VisionTower(manifest.root, session=session)
 
     # ---- one call, many calls ------------------------------------------------------------------------
     def _image_batch(self) -> ImageBatch | None:
@@ -144,26 +176,57 @@ class Task:
         return ImageBatch(self.tower(), min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                           max_image_pixels=self.max_image_pixels)
 
+    def prepare(self, *, reserve: Reserve | None = None, **call: Any) -> Prepared:
+        """One call of the task's public method (its keyword arguments) made ready to run: parsed, media
+        probed and planned, prompt ids built, checked against the memory budget, then (after ``reserve``)
+        every image and video decoded into pixel rows. Errors are the public call's typed errors. Safe to
+        call from many threads at once; nothing here runs a model graph."""
+        self._check_call(call, field="call")
+        images = self._image_batch()
+        return self._ready(self._prepare(images=images, **call), images, reserve)
+
+    def run_prepared(self, prepared: Sequence[Prepared | VlrankError]) -> list[dict | VlrankError]:
+        """The rows of all ``prepared`` calls through ONE batch plan (the vision tower runs each distinct
+        image once across them); result i is call i's answer, or its error in place. The model-thread half
+        of a call: nothing is parsed or decoded here."""
+        return self.runner.run_calls(list(prepared), self._image_batch(), self._result)
+
+    def _ready(self, p: Prepared, images: ImageBatch | None, reserve: Reserve | None) -> Prepared:
+        """Budget-check ``p``'s rows, reserve its pixel rows, then decode them (``images``: the media that
+        planned them)."""
+        self.runner.check_rows(p.rows)
+        windows = [w for r in p.rows for w in r.images]
+        if windows and images is not None:
+            p.media_bytes = images.pixel_bytes(windows)
+            if reserve is not None:
+                reserve(p.media_bytes)
+            images.decode(windows)
+        return p
+
+    def _check_call(self, call: Any, *, field: str) -> None:
+        if not isinstance(call, Mapping) or not set(call) <= self.call_args:
+            raise InvalidInputError(f"{field}: pass a mapping of {self.method}() keyword arguments "
+                                    f"({', '.join(sorted(self.call_args))})", field=field)
+
     def _call(self, **call: Any) -> dict:
         images = self._image_batch()
-        prepared = self._prepare(images=images, **call)
-        return self._result(prepared, self.runner.run(prepared.rows, images))
+        p = self._ready(self._prepare(images=images, **call), images, None)
+        return self._result(p, self.runner.run(p.rows, images))
 
     def _call_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many calls through one batch plan; result i equals the single call ``calls[i]`` (ids aside),
-        a bad call yields its typed error in place."""
+        a bad call yields its typed error in place. The calls share one media cache, so an image or video
+        given in several calls is probed and decoded once."""
         calls = check_calls(calls, method=self.method)
         images = self._image_batch()
-        prepared: list[Any] = []
+        prepared: list[Prepared | VlrankError] = []
         for i, call in enumerate(calls):
             try:
-                if not isinstance(call, Mapping) or not set(call) <= self.call_args:
-                    raise InvalidInputError(f"calls[{i}]: pass a mapping of {self.method}() keyword arguments "
-                                            f"({', '.join(sorted(self.call_args))})", field=f"calls[{i}]")
-                prepared.append(self._prepare(images=images, **call))
+                self._check_call(call, field=f"calls[{i}]")
+                prepared.append(self._ready(self._prepare(images=images, **call), images, None))
             except VlrankError as exc:
                 prepared.append(exc)
-        return self.runner.run_calls(prepared, images, self._result)
+        return self.run_prepared(prepared)
 
     def _prepare_images(self, sides: list[ParsedInput], images: ImageBatch | None) -> list[list]:
         """Each side's prepared images (header-probed, nothing decoded yet)."""
@@ -204,5 +267,5 @@ def usage(rows: Sequence[Any]) -> dict[str, int]:
     return {"prompt_tokens": tokens, "total_tokens": tokens}
 
 
-__all__ = ["Task", "side_blocks", "check_pixels", "check_max_length", "check_positive", "check_calls", "check_instruction",
+__all__ = ["Task", "Prepared", "Reserve", "side_blocks", "check_pixels", "check_max_length", "check_positive", "check_calls", "check_instruction",
            "as_int", "usage"]

@@ -19,14 +19,13 @@ from vlrank.engine.prompt_ids import vl_embed_ids
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import parse_embedding_input
-from vlrank.tasks.base import Task, check_instruction, check_positive, side_blocks, usage
+from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
 
 ENCODINGS = ("float", "base64")
 
 
-@dataclass
-class _Prepared:
-    rows: list[Row]
+@dataclass(kw_only=True)
+class _Prepared(Prepared):
     dimensions: int | None
     encoding_format: str
 
@@ -74,8 +73,8 @@ class Embedder(Task):
         ids = vl_embed_ids(self.runner.tokenizer, inputs=inputs, images=per_input, instruction=instruction,
                            max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                            videos=per_video)
-        return _Prepared([Row(list(r), side_blocks(vids, imgs)) for r, vids, imgs in zip(ids, per_video, per_input)],
-                         dimensions, encoding_format)
+        rows = [Row(list(r), side_blocks(vids, imgs)) for r, vids, imgs in zip(ids, per_video, per_input)]
+        return _Prepared(rows=rows, dimensions=dimensions, encoding_format=encoding_format)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:
         data = []

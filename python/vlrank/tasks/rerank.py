@@ -14,17 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from vlrank.engine.prompt_ids import text_rerank_ids, vl_rerank_ids
+from vlrank.engine.prompt_ids import IMAGE_WRAPPER_TOKENS, context_too_long, text_rerank_ids, vl_rerank_ids
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
-from vlrank.tasks.base import Task, check_instruction, check_positive, side_blocks, usage
+from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
 
 
-@dataclass
-class _Prepared:
+@dataclass(kw_only=True)
+class _Prepared(Prepared):
     documents: list[ParsedInput]
-    rows: list[Row]
     top_n: int | None
     return_documents: bool
     raw_scores: bool = False
@@ -92,13 +91,16 @@ class Reranker(Task):
             q_vids, *d_vids = self._prepare_videos([q, *docs], images, max_tokens=self.runner.manifest.context_length,
                                                    fields=fields)
             q_imgs, *d_imgs = self._prepare_images([q, *docs], images)
+            _check_query_media(q_imgs, q_vids, context=self.runner.manifest.context_length,
+                               min_pixels=self.min_pixels, max_pixels=self.max_pixels)
             ids = vl_rerank_ids(tok, query=q, documents=docs, query_images=q_imgs, doc_images=d_imgs,
                                 instruction=instruction, max_length=self.max_length,
                                 min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                                 query_videos=q_vids, doc_videos=d_vids)
             q_blocks = side_blocks(q_vids, q_imgs)
             rows = [Row(list(r), q_blocks + side_blocks(dv, di)) for r, dv, di in zip(ids, d_vids, d_imgs)]
-        return _Prepared(docs, rows, top_n, return_documents, raw_scores)
+        return _Prepared(rows=rows, documents=docs, top_n=top_n, return_documents=return_documents,
+                         raw_scores=raw_scores)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:
         logits = [self._logit(o) for o in outputs]
@@ -129,6 +131,17 @@ class Reranker(Task):
             no, yes = (float(v) for v in out)
             return yes - no
         return float(out)
+
+
+def _check_query_media(images: list, videos: list, *, context: int, min_pixels: int, max_pixels: int) -> None:
+    """A query whose images and videos alone overflow the context fails every pair: the error names the query
+    (not its first document), before any document is looked at."""
+    fixed = sum(v.num_tokens for v in videos)
+    needed = fixed + sum(img.num_tokens + IMAGE_WRAPPER_TOKENS for img in images)
+    if images and needed > context:
+        raise context_too_long(needed=needed, text_tokens=needed - sum(img.num_tokens for img in images),
+                               images=images, min_pixels=min_pixels, max_pixels=max_pixels, field="query",
+                               context=context)
 
 
 def _sigmoid(x: float) -> float:
