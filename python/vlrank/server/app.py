@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from . import api_docs, cohere, score
 from .engines import EMBED, RERANK
 from .errors import ApiError, install_handlers
+from .memory import map_large_buffers
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .schemas import (
     ERROR_RESPONSES,
@@ -46,6 +47,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     if not models:
         raise ValueError("models: serve at least one model (id -> vlrank.Reranker / vlrank.Embedder / ModelSpec)")
     state = ServerState(models, settings)
+    map_large_buffers()  # decoded media go back to the system when freed (memory.py)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

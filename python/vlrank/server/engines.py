@@ -29,6 +29,8 @@ from vlrank.inputs import FetchPolicy, parse_documents, parse_embedding_input, p
 from vlrank.tasks import Embedder, Reranker
 from vlrank.tasks.base import Prepared
 
+from .memory import trim
+
 RERANK, EMBED = "rerank", "embed"
 log = logging.getLogger("vlrank.server")
 
@@ -153,6 +155,13 @@ class TaskEngine(abc.ABC):
         """One model plan for the calls of every request; request i gets its calls' results (a list) or the
         first call error. If the plan fails outright (not a typed per-call error), each request is run alone
         so one cannot fail the others."""
+        try:
+            return self._run(requests)
+        finally:
+            if any(r.media_bytes for r in requests):
+                trim()
+
+    def _run(self, requests: Sequence[PreparedRequest]) -> list[Any]:
         if len(requests) > 1:
             try:
                 flat = self.model.run_prepared([p for r in requests for p in r.calls])

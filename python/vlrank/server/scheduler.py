@@ -228,6 +228,8 @@ class BatchScheduler:
                     job.state = DONE
             for job, result in zip(batch, results):
                 _deliver(job, result)
+                job.payload = None  # a prepared request's pixel rows go now, not when the next batch comes
+            del results
             if self._on_batch is not None:
                 try:
                     self._on_batch(len(batch), sum(job.items for job in batch), elapsed)
