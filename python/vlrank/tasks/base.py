@@ -132,7 +132,7 @@ class Task:
             session = create_session(manifest.file("vision"), providers=self.runner.providers,
                                      ort_options=self.runner.ort_options)
             check_graph(manifest, session, graph="vision")
-            self._tower = VisionTower(manifest.root, session=session)
+            self._tower = VisionTower(manifest.root, session=session, meta=manifest.vision)
         return self._tower
 
     # ---- one call, many calls ------------------------------------------------------------------------
