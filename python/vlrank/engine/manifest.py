@@ -65,6 +65,12 @@ def check_graph(manifest: Manifest, session: Any, *, graph: str) -> None:
         for name in ("pixel_values", "image_embeds", "deepstack_embeds"):
             if name not in ins and name not in outs:
                 problems.append(f"the vision graph has no {name!r}")
+        if manifest.vision is not None:  # the tower runs with the manifest's numbers: the graph must agree
+            props = session.get_modelmeta().custom_metadata_map
+            for key, value in manifest.vision.props().items():
+                if key in props and props[key] != value:
+                    problems.append(f"the vision graph's metadata {key} is {props[key]}, the manifest says {value} "
+                                    f"(vision.{key.rpartition('.')[2]})")
     for kind, table, name, axis, value, what in want:
         shape = table.get(name)
         if shape is None:
