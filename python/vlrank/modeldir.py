@@ -283,7 +283,7 @@ def read_manifest(model_dir: str | Path) -> Manifest:
         return _parse(root, data)
     except ModelDirectoryError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a missing field, a value of the wrong kind
         raise ModelDirectoryError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-export the model",
                                   field="model") from exc
 

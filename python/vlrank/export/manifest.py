@@ -25,6 +25,7 @@ from vlrank.modeldir import (
     Prompt,
     VisionMeta,
 )
+from vlrank.version import __version__
 
 
 def special_token_ids(tokenizer_json: Path) -> dict[str, int]:
@@ -75,7 +76,7 @@ def export_manifest(out: Path, ckpt: Checkpoint, *, name: str, task: str, dtype:
         provider="cpu" if precision == "float32" else "cuda",
         quantization=quantization,
         architecture=ckpt.architecture,
-        vlrank_version=_version(),
+        vlrank_version=__version__,
         dims=Dims(hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
                   num_kv_heads=t.num_kv_heads, head_dim=t.head_dim, vocab_size=t.vocab_size,
                   deepstack_layers=vision.deepstack_layers if vision else 0, intermediate_size=t.intermediate_size),
@@ -90,12 +91,6 @@ def export_manifest(out: Path, ckpt: Checkpoint, *, name: str, task: str, dtype:
         source_path=source_path,
         source_hash=source_hash,
     )
-
-
-def _version() -> str:
-    from vlrank.version import __version__
-
-    return __version__
 
 
 __all__ = ["MANIFEST", "FORMAT", "FAMILIES", "TASKS", "PROMPT_DEFAULTS", "MAX_LENGTH_DEFAULTS", "special_token_ids",
