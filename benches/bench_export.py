@@ -40,25 +40,19 @@ BEFORE_NOTE = ("Before the export memory fix (commit e18e1fe: initializers writt
                "2.03x / 1.84x the largest float32 tensor and 1.12x / 1.02x the checkpoint; peak RSS 1,548 MiB.")
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def child(ckpt: str, out: str, dtype: str) -> None:
     """Runs inside the subprocess: one export, its own memory figures as JSON on stdout."""
     import vlrank
+    import vlrank.export  # noqa: F401 - loaded on first use since round 4: the baseline keeps counting it and onnx
 
-    baseline_rss = _status_kib("VmRSS") * 1024
-    baseline_anon = _status_kib("RssAnon") * 1024
+    baseline_rss = benchlib.status_kib("VmRSS") * 1024
+    baseline_anon = benchlib.status_kib("RssAnon") * 1024
     peak = {"anon": baseline_anon}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak["anon"] = max(peak["anon"], _status_kib("RssAnon") * 1024)
+            peak["anon"] = max(peak["anon"], benchlib.status_kib("RssAnon") * 1024)
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -68,9 +62,9 @@ def child(ckpt: str, out: str, dtype: str) -> None:
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
-    peak["anon"] = max(peak["anon"], _status_kib("RssAnon") * 1024)
+    peak["anon"] = max(peak["anon"], benchlib.status_kib("RssAnon") * 1024)
     print(json.dumps({"seconds": seconds, "baseline_rss": baseline_rss, "baseline_anon": baseline_anon,
-                      "peak_rss": _status_kib("VmHWM") * 1024,
+                      "peak_rss": benchlib.status_kib("VmHWM") * 1024,
                       "peak_anon": peak["anon"]}))
 
 
@@ -166,10 +160,7 @@ def main() -> int:
         "",
         benchlib.machine_line(info, load_start, load_end),
     ])
-    print(md)
-    if not args.no_write:
-        benchlib.write_section("bench_export", md)
-    return 0
+    return benchlib.finish(md, section="bench_export", args=args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from benchlib import REPO, eprint, load_average, machine, machine_line, write_section
+from benchlib import REPO, eprint, finish, load_average, machine, machine_line, status_kib
 
 sys.path.insert(0, str(REPO / "tests"))
 from images_support import gif_screen_bomb, jpeg_size_bomb, webp_lossless_bomb  # noqa: E402
@@ -43,14 +43,6 @@ KINDS = {
     "jpeg": ("JPEG claiming 12000x12000", "image/jpeg", lambda i: jpeg_size_bomb(12000 + i, 12000)),
     "gif-at-cap": ("GIF 8192x8192 screen (= 64 MiP)", "image/gif", lambda i: gif_screen_bomb(8192 - i, 8192)),
 }
-
-
-def status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} for pid {pid}")
 
 
 def bomb_request(kind: str) -> dict:
@@ -106,7 +98,7 @@ class Server:
 def run_one(server: Server, kind: str) -> dict:
     pid = server.proc.pid
     body = bomb_request(kind)
-    hwm0 = status_kib(pid, "VmHWM")
+    hwm0 = status_kib("VmHWM", pid)
     t0 = time.perf_counter()
     try:
         r = httpx.post(server.url + "/v1/rerank", json=body, timeout=600)
@@ -118,7 +110,7 @@ def run_one(server: Server, kind: str) -> dict:
     row = {"kind": kind, "status": status, "code": err.get("code") or "-", "param": err.get("param") or "-",
            "s": took, "alive": server.alive()}
     if row["alive"]:
-        row["hwm0"], row["hwm1"], row["rss"] = hwm0, status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS")
+        row["hwm0"], row["hwm1"], row["rss"] = hwm0, status_kib("VmHWM", pid), status_kib("VmRSS", pid)
         health = httpx.get(server.url + "/health").status_code
         nxt = httpx.post(server.url + "/v1/rerank", json=normal_request(), timeout=120).status_code
         row["next"] = f"{health} / {nxt}"
@@ -186,9 +178,7 @@ def main() -> None:
               "near the at-cap run and the process survives the 5 GiB cap; the WebP is over the per-call decode "
               "budget alone (413) and the JPEG's missing scan data is a 400 before any allocation."]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("bench_image_memory", text)
+    finish(text, section="bench_image_memory", args=args)
 
 
 if __name__ == "__main__":

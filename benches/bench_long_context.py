@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,19 +90,15 @@ def make_images(folder: Path, n: int) -> list[Path]:
 _VLRANK_CASE = r"""
 import json, sys, time
 import vlrank
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-def hwm():
-    return status("VmHWM")
 spec = json.loads(open(sys.argv[1]).read())  # a file: a 32k-token document is over the argv limit
+sys.path.insert(0, spec["benches"])
+from benchlib import hwm_mib as hwm, reset_hwm, status_kib
+def status(key):
+    return status_kib(key) / 1024
 kwargs = {"memory_budget": spec["memory_budget"]} if spec.get("memory_budget") else {}
 rr = vlrank.Reranker(spec["model"], providers="cpu", max_length=spec["max_length"], **kwargs)
 rr.rerank("warm up", ["a short pair"])  # pages the memory-mapped weights in: "loaded" means resident
-with open("/proc/self/clear_refs", "w") as fh:  # VmHWM := current RSS (loading's transient peak forgotten)
-    fh.write("5")
-loaded, file_loaded = hwm(), status("RssFile")
+loaded, file_loaded = reset_hwm(), status("RssFile")  # VmHWM := current RSS (loading's peak forgotten)
 query = spec["query"]
 docs = [{"content": [*({"type": "image_url", "image_url": {"url": "file://" + p}} for p in spec["images"]),
                      {"type": "text", "text": spec["document"]}]}] if spec["images"] else [spec["document"]]
@@ -130,15 +125,11 @@ print(json.dumps({"seconds": seconds, "hwm_loaded_mb": loaded, "hwm_peak_mb": hw
 def run_vlrank(model: Path, *, document: str, images: list[Path], max_length: int, threads: int,
                memory_budget: int | None) -> dict:
     spec = {"model": str(model), "query": QUERY, "document": document, "images": [str(p) for p in images],
-            "max_length": max_length, "memory_budget": memory_budget}
+            "max_length": max_length, "memory_budget": memory_budget, "benches": str(benchlib.BENCHES)}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-    try:
-        proc = subprocess.run([sys.executable, "-c", _VLRANK_CASE, fh.name], capture_output=True, text=True,
+    with benchlib.json_file(spec) as path:
+        proc = subprocess.run([sys.executable, "-c", _VLRANK_CASE, path], capture_output=True, text=True,
                               env=env, timeout=7200)
-    finally:
-        os.unlink(fh.name)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -248,9 +239,8 @@ def main() -> int:
               f" --engines {args.engines}{' --section ' + args.section if args.section else ''}`"
               f" ({time.strftime('%Y-%m-%d')})."]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        benchlib.write_section(args.section or ("bench_long_context" + ("_full" if args.full_depth else "")), table)
+    benchlib.finish(table, section=args.section or ("bench_long_context" + ("_full" if args.full_depth else "")),
+                    args=args)
     return 0
 
 

@@ -16,7 +16,6 @@ import io
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import benchlib
 import vlrank
 
 SIZES = {"0.3MP": (640, 480), "2MP": (1632, 1224), "8MP": (3264, 2448)}
@@ -47,13 +47,7 @@ def ref_smart_resize(h, w, factor=32, min_pixels=4096, max_pixels=1310720):
 
 
 def ref_preprocess(data: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(data))
-    if img.mode == "RGBA":
-        bg = Image.new("RGB", img.size, (255, 255, 255))
-        bg.paste(img, mask=img.split()[3])
-        img = bg
-    else:
-        img = img.convert("RGB")
+    img = benchlib.rgb(Image.open(io.BytesIO(data)))
     w, h = img.size
     rh, rw = ref_smart_resize(h, w)
     img = img.resize((rw, rh), Image.BICUBIC)
@@ -98,17 +92,8 @@ def encode(img: Image.Image, fmt: str) -> bytes:
 # ---- timing ----
 
 def timeit(fn, *, reps: int, min_time: float = 0.2) -> float:
-    """Median seconds per call over `reps` timed calls (after one warm-up)."""
-    fn()
-    times = []
-    t_end = time.perf_counter() + min_time
-    while len(times) < reps or time.perf_counter() < t_end:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if len(times) >= reps * 20:
-            break
-    return statistics.median(times)
+    """Median seconds per call over `reps` timed calls (after one warm-up), for at least `min_time`."""
+    return benchlib.timed(fn, reps, min_time=min_time).median
 
 
 def cpu_time(fn, *, reps: int) -> float:
@@ -198,25 +183,8 @@ def main() -> int:
     print()
     print(text)
     if args.out:
-        write_section(args.out, text)
+        benchlib.write_section("bench_preprocess", text, path=args.out)
     return 0
-
-
-BEGIN, END = "<!-- bench_preprocess:begin -->", "<!-- bench_preprocess:end -->"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace only this benchmark's section of a shared results file (others append their own)."""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
-    elif old.startswith("# Image preprocessing benchmark"):  # an unmarked section of ours at the top
-        cut = old.find("<!-- ")
-        new = block + ("\n" + old[cut:] if cut >= 0 else "")
-    else:
-        new = block + ("\n" + old if old else "")
-    path.write_text(new)
 
 
 if __name__ == "__main__":

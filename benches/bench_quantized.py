@@ -125,10 +125,7 @@ def child(spec: dict) -> None:
     import vlrank
 
     def rss_mib() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return benchlib.status_kib("VmRSS") / 1024
 
     base = rss_mib()
     rng = np.random.default_rng(0)
@@ -347,12 +344,7 @@ def export_child(spec: dict) -> None:
 
     import vlrank
 
-    def kib(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
-
+    kib = benchlib.status_kib
     base, peak, done = kib("RssAnon"), [kib("RssAnon")], threading.Event()
 
     def sample() -> None:
@@ -480,10 +472,7 @@ def main() -> int:
     kernel_rows = kernel(args.threads) if args.section in ("kernel", "all") else []
     text = _markdown(info, (load0, benchlib.load_average()), golden_rows, wide_rows, args.layers, args.threads,
                      kernel_rows)
-    print(text)
-    if not args.no_write:
-        benchlib.write_section("bench_quantized", text)
-    return 0
+    return benchlib.finish(text, section="bench_quantized", args=args)
 
 
 if __name__ == "__main__":

@@ -165,10 +165,7 @@ def main() -> int:
               "each actor has its own cores or GPU and throughput grows with actors until storage or the "
               "object store is the limit. Ray is for corpora where the fixed cost is small next to the run."]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        benchlib.write_section("bench_ray", text)
-    return 0
+    return benchlib.finish(text, section="bench_ray", args=args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Scores are checked against the reference (max |Δ| printed). Prints a table and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -55,16 +54,6 @@ def make_documents(tokenizer, *, n: int, tokens: int, seed: int) -> list[str]:
     return docs
 
 
-def time_vlrank(rr, query: str, docs: list[str], repeats: int) -> tuple[list[float], dict]:
-    first = rr.rerank(query, docs)  # warm-up: ORT allocations, arena growth
-    seconds = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        rr.rerank(query, docs)
-        seconds.append(time.perf_counter() - t)
-    return seconds, first
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8 documents, 2 repeats, no RESULTS.md")
@@ -91,10 +80,7 @@ def main() -> int:
         global SHAPE
         SHAPE = REAL_WIDTH
 
-    ref_python = None if args.no_reference else benchlib.reference_python(args.reference_python)
-    if ref_python is None:
-        print("note: no reference Python (torch + transformers) found; skipping the transformers columns "
-              "(pass --reference-python)")
+    ref_python = benchlib.reference_or_note(args)
     info = benchlib.machine()
     load_start = benchlib.load_average()
 
@@ -111,10 +97,8 @@ def main() -> int:
     docs = make_documents(rr.runner.tokenizer, n=args.docs, tokens=args.doc_tokens, seed=1)
 
     rows = []  # (label, seconds list, scores in document order)
-    v_seconds, first = time_vlrank(rr, QUERY, docs, args.repeats)
-    v_scores = [0.0] * len(docs)
-    for r in first["results"]:
-        v_scores[r["index"]] = r["relevance_score"]
+    first = benchlib.timed(lambda: rr.rerank(QUERY, docs), args.repeats)
+    v_seconds, v_scores = first.seconds, benchlib.scores_in_order(first.result, len(docs))
     rows.append(("vlrank (ONNX Runtime)", v_seconds, v_scores))
     versions = {}
     if ref_python is not None:
@@ -129,11 +113,11 @@ def main() -> int:
             versions = {"torch": out["torch"], "transformers": out["transformers"]}
         # Shared machines: the load drifts during the minutes the reference takes; vlrank timed again
         # after it shows how much (ratios use the first vlrank row).
-        again, _ = time_vlrank(rr, QUERY, docs, args.repeats)
+        again = benchlib.timed(lambda: rr.rerank(QUERY, docs), args.repeats).seconds
         rows.append(("vlrank again, after the reference runs", again, v_scores))
     load_end = benchlib.load_average()
 
-    prompt_tokens = first["usage"]["prompt_tokens"]
+    prompt_tokens = first.result["usage"]["prompt_tokens"]
     v_p50 = benchlib.p50(v_seconds)
     table = ["| stack | docs/s | p50 per rerank call | best call | vlrank speed-up (p50 ratio) | max abs score diff vs vlrank |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -145,8 +129,7 @@ def main() -> int:
                      f"{'—' if scores is v_scores else f'{diff:.1e}'} |")
         summary.append({"stack": label, "docs_per_s": round(len(docs) / p, 2), "p50_s": round(p, 4),
                         "speedup": round(p / v_p50, 3), "max_abs_diff": diff, "seconds": seconds})
-    ref_versions = (f" Reference: torch {versions['torch']}, transformers {versions['transformers']} "
-                    f"({ref_python})." if versions else " Reference skipped (no torch/transformers Python).")
+    ref_versions = benchlib.versions_line(versions, ref_python)
     md = "\n".join([
         "## Text reranking, end to end on CPU (bench_rerank.py)",
         "",
@@ -165,12 +148,8 @@ def main() -> int:
         "",
         benchlib.machine_line(info, load_start, load_end) + ref_versions,
     ])
-    print(md)
-    if args.json:
-        print(json.dumps({"bench": "rerank", "rows": summary, "load": [load_start, load_end], **info}))
-    if not args.no_write:
-        benchlib.write_section("bench_rerank" + ("_real_width" if args.real_width else ""), md)
-    return 0
+    return benchlib.finish(md, section="bench_rerank" + ("_real_width" if args.real_width else ""), args=args,
+                           doc={"bench": "rerank", "rows": summary, "load": [load_start, load_end], **info})
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import httpx
 
+import benchlib
+
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden"
 
 QUERY = "What is the capital of France?"
 DOC = "Paris is the capital and largest city of France."
-BEGIN, END = "<!-- bench_server:begin -->", "<!-- bench_server:end -->"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,21 +200,8 @@ def main() -> int:
     text = "\n".join(rows)
     print(text)
     if not args.no_write:
-        write_section(REPO / "benches" / "RESULTS.md", "## Server (benches/bench_server.py)\n\n" + text + "\n")
+        benchlib.write_section("bench_server", "## Server (benches/bench_server.py)\n\n" + text)
     return 0
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace only this bench's marked section; other benches own the rest of the file."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{body}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ import argparse
 import os
 import platform
 import random
-import time
 from pathlib import Path
 
+import benchlib
 import vlrank
 from vlrank.preprocess import prompts
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_JSON = REPO.parent / "shared" / "golden" / "models" / "tokenizer.json"
-BEGIN, END = "<!-- bench_tokenize:begin -->", "<!-- bench_tokenize:end -->"
 
 WORDS = (
     "the capital of France is Paris and its river is the Seine which flows through the city "
@@ -47,12 +46,7 @@ def make_texts(rng: random.Random, n: int, words: int) -> list[str]:
 
 def best_time(fn, repeats: int) -> float:
     # Best of N, not the median: the dev machine is shared, and the minimum is the least disturbed run.
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return benchlib.timed(fn, repeats, warmup=False).best
 
 
 def main() -> None:
@@ -92,7 +86,6 @@ def main() -> None:
     )
 
     lines = [
-        BEGIN,
         "## Tokenisation (bench_tokenize.py)",
         "",
         f"vlrank.Tokenizer vs HF `tokenizers` {tokenizers.__version__} (Python), same tokenizer.json (Qwen), "
@@ -116,19 +109,8 @@ def main() -> None:
         "",
         f"Prompt assembly, 1 query + 100 passages (~250 tokens each), parallel: text reranker "
         f"{t_text * 1e3:.1f} ms, VL reranker (one 256-token image per document) {t_vlp * 1e3:.1f} ms.",
-        END,
     ]
-    section = "\n".join(lines)
-    print(section)
-    if not a.no_write:
-        path = REPO / "benches" / "RESULTS.md"
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + section + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(text)
+    benchlib.finish("\n".join(lines), section="bench_tokenize", args=a)
 
 
 if __name__ == "__main__":

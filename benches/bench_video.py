@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import benchlib
-from reference_video import hwm_mb, reset_hwm
 from vlrank.preprocess import video as pv
 
 GOLDEN = benchlib.REPO.parent / "shared" / "golden"
@@ -109,16 +106,6 @@ def ours(item: dict):
     return pv.preprocess_frame_list(item["frames"])
 
 
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def decoded_frames(item: dict) -> int:
     """Frames the decoder has to go through: file videos up to the last sampled one (decoding is
     sequential), frame lists the kept images."""
@@ -134,22 +121,10 @@ def decoded_frames(item: dict) -> int:
 # ---- reference side ----
 
 def run_reference(python: Path, task: str, spec: dict, threads: int, *, extra: list[str], timeout: float = 3600) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-        spec_path = fh.name
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.pop("PYTHONPATH", None)  # the reference venv must not import this worktree's packages
-    try:
-        proc = subprocess.run([str(python), str(benchlib.BENCHES / "reference_video.py"), task, "--spec", spec_path,
-                               *extra], capture_output=True, text=True, env=env, timeout=timeout)
-    finally:
-        os.unlink(spec_path)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference_video.py {task} failed:\n{proc.stderr[-4000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if out.get("threads") != threads:
-        raise RuntimeError(f"reference ran on {out.get('threads')} torch threads, not {threads}")
-    return out
+    with benchlib.json_file(spec) as spec_path:
+        return benchlib.run_json([str(python), str(benchlib.BENCHES / "reference_video.py"), task, "--spec", spec_path,
+                                  *extra], threads=threads, what=f"reference_video.py {task}", timeout=timeout,
+                                 clean_path=True)
 
 
 def compare(item: dict, got, ref: dict, rows: np.ndarray) -> tuple[float, float]:
@@ -178,14 +153,13 @@ def preprocess_bench(args, info: dict, load_start: float) -> str:
                         extra=["--out", str(ref_out)])
     rows = []
     for item in items:
-        reset_hwm()
-        base_mb = hwm_mb()
+        base_mb = benchlib.reset_hwm()
         got = ours(item)
-        peak_mb = hwm_mb() - base_mb
+        peak_mb = benchlib.hwm_mib() - base_mb
         r = ref["videos"][item["name"]]
         mx, mean = compare(item, got, r, np.load(ref_out / f"{item['name']}.npy"))
         del got
-        t_ours = benchlib.p50(timed(lambda: ours(item), repeats))
+        t_ours = benchlib.timed(lambda: ours(item), repeats).median
         t_fetch, t_full = benchlib.p50(r["fetch_s"]), benchlib.p50(r["full_s"])
         n = r["grid"][0] * 2
         kind = "file" if "video" in item else "frames"
@@ -277,7 +251,7 @@ def e2e_bench(args, info: dict, load_start: float) -> str:
         assert ref_vs_golden <= 1e-3 and ours_vs_golden <= 1e-3, (ref_vs_golden, ours_vs_golden)
     else:
         ours_vs_golden = ref_vs_golden = float("nan")
-    t_ours = benchlib.p50(timed(call, repeats))
+    t_ours = benchlib.timed(call, repeats).median
     t_ref = benchlib.p50(ref["seconds"])
     load_end = benchlib.load_average()
     return "\n".join([

@@ -22,7 +22,6 @@ torch pinned to the same thread count. Scores are compared (max |Δ|). Prints a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -97,23 +96,13 @@ class TowerCounter:
 
         rr._image_batch = wrapped
 
-    def last(self) -> int:
-        return self.batches[-1].tower_runs
-
 
 def time_vlrank(rr, counter: TowerCounter, query, docs, repeats: int) -> tuple[list[float], list[float], int]:
-    first = rr.rerank(query, docs)  # warm-up
-    runs = counter.last()
-    seconds = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        rr.rerank(query, docs)
-        seconds.append(time.perf_counter() - t)
-        runs = max(runs, counter.last())
-    scores = [0.0] * len(docs)
-    for r in first["results"]:
-        scores[r["index"]] = r["relevance_score"]
-    return seconds, scores, runs
+    """Seconds per call, scores in document order, and the most vision-tower runs of any one call."""
+    counter.batches.clear()
+    timing = benchlib.timed(lambda: rr.rerank(query, docs), repeats)
+    runs = max(batch.tower_runs for batch in counter.batches)
+    return timing.seconds, benchlib.scores_in_order(timing.result, len(docs)), runs
 
 
 def main() -> int:
@@ -139,10 +128,7 @@ def main() -> int:
         global TEXT, VISION
         TEXT, VISION = REAL_TEXT, REAL_VISION
 
-    ref_python = None if args.no_reference else benchlib.reference_python(args.reference_python)
-    if ref_python is None:
-        print("note: no reference Python (torch + transformers) found; skipping the transformers columns "
-              "(pass --reference-python)")
+    ref_python = benchlib.reference_or_note(args)
     info = benchlib.machine()
     load_start = benchlib.load_average()
 
@@ -204,8 +190,7 @@ def main() -> int:
             raise SystemExit(f"vlrank ran the vision tower {runs} times for one shared query image (expected 1)")
     load_end = benchlib.load_average()
 
-    ref_versions = (f" Reference: torch {versions['torch']}, transformers {versions['transformers']} "
-                    f"({ref_python})." if versions else " Reference skipped (no torch/transformers Python).")
+    ref_versions = benchlib.versions_line(versions, ref_python)
     md = "\n".join([
         "## Image reranking, end to end on CPU (bench_vl_rerank.py)",
         "",
@@ -225,12 +210,8 @@ def main() -> int:
         "",
         benchlib.machine_line(info, load_start, load_end) + ref_versions,
     ])
-    print(md)
-    if args.json:
-        print(json.dumps({"bench": "vl_rerank", "rows": summary, "load": [load_start, load_end], **info}))
-    if not args.no_write:
-        benchlib.write_section("bench_vl_rerank" + ("_real_width" if args.real_width else ""), md)
-    return 0
+    return benchlib.finish(md, section="bench_vl_rerank" + ("_real_width" if args.real_width else ""), args=args,
+                           doc={"bench": "vl_rerank", "rows": summary, "load": [load_start, load_end], **info})
 
 
 if __name__ == "__main__":

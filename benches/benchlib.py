@@ -1,11 +1,14 @@
-"""Shared plumbing of the model benches (bench_rerank.py, bench_vl_rerank.py, bench_export.py): machine
-facts, the reference-stack subprocess, thread pinning and the RESULTS.md section writer.
+"""Shared plumbing of the benches: machine facts, the timing loop, the memory high-water mark, the
+reference-stack subprocess, thread pinning and the RESULTS.md section writer.
 
-Kept here so the three benches measure and report the same way; nothing in it times anything itself.
+Kept here so every bench measures and reports the same way. Only the standard library is imported at
+module level: the reference scripts (reference_*.py, run by a separate torch venv without vlrank) import
+it too, from this folder (a script's own folder is first on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -13,7 +16,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = REPO / "benches"
@@ -55,6 +62,85 @@ def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
+@dataclass
+class Timing:
+    """Seconds of each timed call, and what the last call returned."""
+
+    seconds: list[float]
+    result: Any
+
+    @property
+    def best(self) -> float:
+        """The least disturbed call (a shared machine's noise only ever adds time)."""
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def timed(fn: Callable[[], Any], repeats: int, *, warmup: bool = True, min_time: float = 0.0) -> Timing:
+    """``fn()`` called ``repeats`` times (after one untimed warm-up call: first-run allocations, ONNX
+    Runtime's arena growth and lazy loading are not per-call cost), each call timed on its own; with
+    ``min_time``, calls go on until that many seconds passed, at most 20 x ``repeats`` calls."""
+    result = fn() if warmup else None
+    seconds: list[float] = []
+    t_end = time.perf_counter() + min_time
+    while len(seconds) < repeats or (time.perf_counter() < t_end and len(seconds) < 20 * repeats):
+        t = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - t)
+    return Timing(seconds, result)
+
+
+def status_kib(key: str, pid: int | str = "self") -> int:
+    """A field of /proc/<pid>/status in KiB (VmHWM: the resident high-water mark, VmRSS, RssAnon,
+    RssFile); 0 where /proc or the field is missing."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def hwm_mib() -> float:
+    """This process's resident-set high-water mark (VmHWM), MiB; 0 where /proc is missing."""
+    return status_kib("VmHWM") / 1024
+
+
+def reset_hwm() -> float:
+    """Reset VmHWM to the current RSS (Linux: ``5`` to /proc/self/clear_refs) and return it, MiB: loading
+    peaks above the loaded model (weights converted, files read), which would hide the calls' own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return hwm_mib()
+
+
+def rgb(img: Any) -> Any:
+    """A PIL image as the Qwen reference loads it: RGBA composited on white, any other mode converted."""
+    from PIL import Image
+
+    if img.mode != "RGBA":
+        return img.convert("RGB")
+    bg = Image.new("RGB", img.size, (255, 255, 255))
+    bg.paste(img, mask=img.split()[3])
+    return bg
+
+
+def scores_in_order(result: dict, n: int) -> list[float]:
+    """The relevance scores of a rerank result in document order."""
+    scores = [0.0] * n
+    for r in result["results"]:
+        scores[r["index"]] = r["relevance_score"]
+    return scores
+
+
 def reference_python(arg: str | None) -> Path | None:
     """--reference-python, else /work/refvenv/bin/python when it exists; None = skip the reference."""
     if arg:
@@ -63,6 +149,49 @@ def reference_python(arg: str | None) -> Path | None:
             raise SystemExit(f"--reference-python {arg}: no such file")
         return path
     return DEFAULT_REFERENCE_PYTHON if DEFAULT_REFERENCE_PYTHON.exists() else None
+
+
+def reference_or_note(args) -> Path | None:
+    """The reference Python of ``--no-reference`` / ``--reference-python``; a note on stdout when none."""
+    python = None if args.no_reference else reference_python(args.reference_python)
+    if python is None:
+        print("note: no reference Python (torch + transformers) found; skipping the transformers columns "
+              "(pass --reference-python)")
+    return python
+
+
+def versions_line(versions: dict, python: Path | None) -> str:
+    """The reference stack's versions for a RESULTS.md section (or that it was skipped)."""
+    if not versions:
+        return " Reference skipped (no torch/transformers Python)."
+    return f" Reference: torch {versions['torch']}, transformers {versions['transformers']} ({python})."
+
+
+@contextlib.contextmanager
+def json_file(doc: Any) -> Iterator[str]:
+    """The path of a temporary JSON file holding ``doc`` (a spec too long for argv), removed afterwards."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(doc, fh)
+    try:
+        yield fh.name
+    finally:
+        os.unlink(fh.name)
+
+
+def run_json(cmd: list[str], *, threads: int, what: str, timeout: float, clean_path: bool = False) -> dict:
+    """A reference script's run pinned to ``threads`` (torch reads OMP_NUM_THREADS at start-up); its last
+    stdout line as JSON, checked to have run on those threads. ``clean_path`` drops PYTHONPATH (the
+    reference venv must not import this worktree's packages)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if clean_path:
+        env.pop("PYTHONPATH", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.get("threads") != threads:
+        raise RuntimeError(f"reference ran on {out.get('threads')} torch threads, not {threads}")
+    return out
 
 
 # The official text recipe computes the LM head over the whole vocabulary at every position and keeps the
@@ -88,25 +217,13 @@ def run_reference(python: Path, task: str, checkpoint: Path, spec: dict, *, mode
                   last_token_only: bool = False, timeout: float = 3600) -> dict:
     """benches/reference_transformers.py in its own venv, pinned to ``threads`` (torch reads
     OMP_NUM_THREADS at start-up); returns its JSON (per-repeat seconds, scores in document order)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-        pairs = fh.name
-    argv = [task, "--checkpoint", str(checkpoint), "--pairs", pairs, "--mode", mode]
-    if last_token_only:
-        cmd = [str(python), "-c", _LAST_TOKEN_PATCH.format(benches=str(BENCHES), argv=argv)]
-    else:
-        cmd = [str(python), str(BENCHES / "reference_transformers.py"), *argv]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    finally:
-        os.unlink(pairs)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference ({task}, {mode}) failed:\n{proc.stderr[-4000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if out.get("threads") != threads:
-        raise RuntimeError(f"reference ran on {out.get('threads')} torch threads, not {threads}")
-    return out
+    with json_file(spec) as pairs:
+        argv = [task, "--checkpoint", str(checkpoint), "--pairs", pairs, "--mode", mode]
+        if last_token_only:
+            cmd = [str(python), "-c", _LAST_TOKEN_PATCH.format(benches=str(BENCHES), argv=argv)]
+        else:
+            cmd = [str(python), str(BENCHES / "reference_transformers.py"), *argv]
+        return run_json(cmd, threads=threads, what=f"reference ({task}, {mode})", timeout=timeout)
 
 
 def pin_threads(task, threads: int) -> None:
@@ -128,17 +245,29 @@ def pin_threads(task, threads: int) -> None:
         tower.session = session(tower.session)
 
 
-def write_section(name: str, markdown: str) -> None:
-    """Replace (or append) the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of RESULTS.md."""
+def finish(md: str, *, section: str, args, doc: dict | None = None) -> int:
+    """Print a bench's markdown (and ``doc`` as one JSON line with --json); write its RESULTS.md section
+    unless --no-write."""
+    print(md)
+    if doc is not None and getattr(args, "json", False):
+        print(json.dumps(doc))
+    if not args.no_write:
+        write_section(section, md)
+    return 0
+
+
+def write_section(name: str, markdown: str, *, path: Path = RESULTS) -> None:
+    """Replace (or append) the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of ``path``
+    (RESULTS.md): each bench owns its section, the others own the rest of the file."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    path.write_text(text)
 
 
 def machine_line(info: dict, load_start: float, load_end: float) -> str:

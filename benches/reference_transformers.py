@@ -17,12 +17,13 @@ import json
 import math
 import platform
 import sys
-import time
 
 import numpy as np
 import torch
 import transformers
 from PIL import Image
+
+from benchlib import hwm_mib, reset_hwm, rgb, timed  # this folder's; imports only the standard library
 
 SYSTEM = ('Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
           'Note that the answer can only be "yes" or "no".')
@@ -78,13 +79,7 @@ def vl_rerank(checkpoint: str, spec: dict, mode: str) -> dict:
         return "<|vision_start|><|image_pad|><|vision_end|>" * len(side.get("images", [])) + "".join(side.get("texts", []))
 
     def load(path: str):
-        img = Image.open(path)
-        if img.mode == "RGBA":
-            bg = Image.new("RGB", img.size, (255, 255, 255))
-            bg.paste(img, mask=img.split()[3])
-            img = bg
-        else:
-            img = img.convert("RGB")
+        img = rgb(Image.open(path))
         h, w_ = _smart_resize(img.height, img.width, min_pixels, max_pixels)
         out = processor(images=[img.resize((w_, h))], return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
@@ -135,39 +130,11 @@ def _run(score, items: list, mode: str) -> list[float]:
     return score(items)
 
 
-def _hwm_mb() -> float:
-    """This process's resident-set high-water mark (VmHWM), MB; 0 where /proc is missing."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _reset_hwm() -> float:
-    """Reset VmHWM to the current RSS (Linux: ``5`` to /proc/self/clear_refs) and return it, MB: loading
-    peaks above the loaded model (weights converted from bf16), which would hide the calls' own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-    return _hwm_mb()
-
-
 def _timed(fn, spec: dict) -> dict:
-    loaded_mb = _reset_hwm()  # the model is loaded; everything above this is the calls' own memory
-    if spec.get("warmup", True):
-        fn()
-    seconds = []
-    for _ in range(int(spec.get("repeats", 3))):
-        start = time.perf_counter()
-        scores = fn()
-        seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds, "scores": scores, "hwm_loaded_mb": loaded_mb, "hwm_peak_mb": _hwm_mb(),
-            "torch": torch.__version__,
+    loaded_mb = reset_hwm()  # the model is loaded; everything above this is the calls' own memory
+    timing = timed(fn, int(spec.get("repeats", 3)), warmup=spec.get("warmup", True))
+    return {"seconds": timing.seconds, "scores": timing.result, "hwm_loaded_mb": loaded_mb,
+            "hwm_peak_mb": hwm_mib(), "torch": torch.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "numpy": np.__version__}
 

@@ -29,33 +29,14 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 os.environ["FORCE_QWENVL_VIDEO_READER"] = "torchvision"  # qwen-vl-utils reads it at import time
 
+from benchlib import hwm_mib, reset_hwm, timed  # noqa: E402 - this folder's; imports only the standard library
+
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 MAX_ROWS_SAVED = 4096
-
-
-def reset_hwm() -> None:
-    """Reset this process's RSS high-water mark to the current RSS (Linux: ``5`` to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def hwm_mb() -> float:
-    """This process's RSS high-water mark (VmHWM), MB; 0 where /proc is missing."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _golden():
@@ -103,23 +84,17 @@ def preprocess(spec: dict, out: Path) -> dict:
             return vp(videos=[video], video_metadata=[dict(meta)], do_resize=False, do_sample_frames=False,
                       return_tensors="pt")
 
-        fetch_s, full_s = [], []
-        base_mb = (reset_hwm(), hwm_mb())[1]
-        fetch()  # warm-up
-        for _ in range(int(spec.get("repeats", 3))):
-            t = time.perf_counter()
-            (video, meta), _ = fetch()
-            fetch_s.append(time.perf_counter() - t)
-            del video
-            t = time.perf_counter()
-            bf = full()
-            full_s.append(time.perf_counter() - t)
+        base_mb = reset_hwm()
+        repeats = int(spec.get("repeats", 3))
+        fetch_s = timed(lambda: fetch() and None, repeats).seconds  # keeps no frames: peak_mb stays full()'s
+        timing = timed(full, repeats, warmup=False)  # fetch's warm-up warmed it
+        full_s, bf = timing.seconds, timing.result
         pv = bf["pixel_values_videos"].numpy()
         step = max(1, math.ceil(pv.shape[0] / MAX_ROWS_SAVED))
         np.save(out / f"{item['name']}.npy", np.ascontiguousarray(pv[::step]))
-        results[item["name"]] = dict(fetch_s=fetch_s, full_s=full_s, peak_mb=hwm_mb() - base_mb, grid=bf["video_grid_thw"][0].tolist(),
+        results[item["name"]] = dict(fetch_s=fetch_s, full_s=full_s, peak_mb=hwm_mib() - base_mb, grid=bf["video_grid_thw"][0].tolist(),
                                      shape=list(pv.shape), step=step, mean=float(pv.mean(dtype=np.float64)))
-        del bf, pv
+        del bf, pv, timing
     return dict(videos=results, torch=torch.__version__, threads=torch.get_num_threads(),
                 python=platform.python_version(), backend=mvg.BACKEND)
 
@@ -156,13 +131,8 @@ def rerank(spec: dict, checkpoint: str) -> dict:
     def run_all() -> list[float]:
         return [score(d) for d in spec["documents"]]
 
-    run_all()  # warm-up
-    seconds = []
-    for _ in range(int(spec.get("repeats", 3))):
-        t = time.perf_counter()
-        scores = run_all()
-        seconds.append(time.perf_counter() - t)
-    return dict(seconds=seconds, scores=scores, torch=torch.__version__, transformers=transformers.__version__,
+    timing = timed(run_all, int(spec.get("repeats", 3)))
+    return dict(seconds=timing.seconds, scores=timing.result, torch=torch.__version__, transformers=transformers.__version__,
                 threads=torch.get_num_threads(), backend=mvg.BACKEND)
 
 

@@ -185,13 +185,6 @@ class _GpuSampler:
         self.peak = max(self.peak, self.used())
 
 
-def _hwm_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def memory(args: argparse.Namespace) -> dict:
     providers = _providers(args.provider)
     work = Path(args.workdir)
@@ -212,11 +205,11 @@ def memory(args: argparse.Namespace) -> dict:
     else:
         with open("/proc/self/clear_refs", "w") as fh:  # VmHWM := current RSS
             fh.write("5")
-        before = _hwm_mb()
+        before = benchlib.hwm_mib()
         start = time.perf_counter()
         result = rr.rerank(query, [document])
         seconds = time.perf_counter() - start
-        extra_mb = _hwm_mb() - before
+        extra_mb = benchlib.hwm_mib() - before
         kind = "rss_mib_above_loaded"
     return {"provider": args.provider, "precision": args.precision, "tokens": result["usage"]["prompt_tokens"],
             kind: extra_mb, "seconds": seconds, "estimate_mib": rr.runner.budget.row_bytes(

@@ -6,6 +6,8 @@ The public API is re-exported here; the native core is the private ``vlrank._nat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from vlrank import errors as _errors
 from vlrank.errors import (
     ContextTooLongError,
@@ -30,9 +32,26 @@ from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, p
 
 __all__ += ["FetchPolicy", "ImageSource", "VideoInput", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
 
-# tasks and export: the model classes, and checkpoint -> ONNX model directory
-from vlrank.export import export  # noqa: E402
+# tasks and export: the model classes, and checkpoint -> ONNX model directory. The exporter (and onnx, most
+# of what it costs to import) loads on first use of ``vlrank.export``: running an exported model needs none
+# of it (tests/test_import_graph.py).
 from vlrank.tasks import Embedder, Reranker  # noqa: E402
+
+if TYPE_CHECKING:
+    from vlrank.export import export
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export":
+        import vlrank.export  # binds the (callable) package as vlrank.export
+
+        return vlrank.export
+    raise AttributeError(f"module 'vlrank' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"export"})
+
 
 __all__ += ["export", "Reranker", "Embedder"]
 

@@ -1,11 +1,15 @@
-"""What the sub-commands share: reading JSON-lines inputs, writing one JSON result to stdout."""
+"""What the sub-commands share: their parser setup, loading the model, reading JSON-lines inputs, writing
+one JSON result to stdout."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vlrank.errors import InvalidInputError, VlrankError
 
@@ -58,10 +62,36 @@ def collect_inputs(given: list, path: Path | None, *, file_flag: str, field: str
     return items
 
 
-def add_model_options(p) -> None:
+def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                run: Callable[[argparse.Namespace], int], examples: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command's parser, ``run`` as its ``func``. ``examples`` (the epilog) and the description are
+    printed as written (RawDescriptionHelpFormatter keeps the example lines' layout); a command without
+    examples gets argparse's wrapping."""
+    formatter = argparse.RawDescriptionHelpFormatter if examples else argparse.HelpFormatter
+    p = subparsers.add_parser(name, help=help, description=description, epilog=examples, formatter_class=formatter)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_model_command(subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                      run: Callable[[argparse.Namespace], int], examples: str) -> argparse.ArgumentParser:
+    """A model-running sub-command: ``add_command`` plus its ``--model``; the command adds its own options,
+    then ``add_model_options``."""
+    p = add_command(subparsers, name, help=help, description=description, run=run, examples=examples)
+    p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
+    return p
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options every model-running sub-command takes after its own."""
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
 
 
-__all__ = ["read_jsonl", "write_json", "collect_inputs", "add_model_options"]
+def load_model(cls: Callable[..., Any], args: argparse.Namespace) -> Any:
+    """``cls`` (vlrank.Reranker / vlrank.Embedder) for ``--model``, ``--max-length`` and ``--providers``."""
+    return cls(args.model, max_length=args.max_length, providers=args.providers)
+
+
+__all__ = ["read_jsonl", "write_json", "collect_inputs", "add_command", "add_model_command", "add_model_options",
+           "load_model"]

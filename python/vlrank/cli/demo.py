@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from vlrank.cli.common import add_command
+
 EXAMPLES = """examples:
   vlrank demo                 # build the tiny random model once, then rerank 3 texts + 1 image
   vlrank demo --top-n 2       # keep the best two
@@ -15,19 +17,17 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
+    parser = add_command(
+        subparsers, "demo",
         help="rerank sample documents with an offline tiny model (random weights, real pipeline)",
         description="Run the whole vlrank pipeline offline: a randomly initialised tiny Qwen3-VL reranker "
         "with the real Qwen3 vocabulary is written once, exported to ONNX and used to rerank three text "
         "documents and one image. Scores are meaningless; everything else is real.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, run=run,
     )
     parser.add_argument("--top-n", type=int, default=None, help="keep only the best N results")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the demo model is kept (default: $VLRANK_CACHE or ~/.cache/vlrank)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,19 +12,19 @@ import platform
 import sys
 from importlib import metadata
 
-from vlrank.cli.common import write_json
+from vlrank.cli.common import add_command, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "doctor", help="check the install: versions, ONNX Runtime distributions and providers, extras",
+    p = add_command(
+        subparsers, "doctor", help="check the install: versions, ONNX Runtime distributions and providers, extras",
         description="Print vlrank's and its runtime's versions, the installed ONNX Runtime distributions and "
         "the execution providers the imported onnxruntime offers, and which extras are installed. Two ONNX "
         "Runtime distributions at once (onnxruntime + onnxruntime-gpu) are reported with the command that "
         "repairs the environment. Exit 1 when there is something to fix.",
+        run=run,
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.set_defaults(func=run)
 
 
 def _version(dist: str) -> str | None:

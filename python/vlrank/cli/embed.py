@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlrank.cli.common import add_model_options, collect_inputs, write_json
+from vlrank.cli.common import add_model_command, add_model_options, collect_inputs, load_model, write_json
 from vlrank.cli.media import add_video_options, image_file, text_part, video_file, with_video_options
 
 EXAMPLES = """examples:
@@ -23,13 +23,12 @@ EXAMPLES = """examples:
 """
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "embed", help="embed texts and images (OpenAI/IONOS-shaped JSON on stdout)",
+    p = add_model_command(
+        subparsers, "embed", help="embed texts and images (OpenAI/IONOS-shaped JSON on stdout)",
         description="Embed inputs and print the OpenAI/IONOS embeddings result (JSON) on stdout. Errors go to "
         "stderr with a non-zero exit code.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, run=run,
     )
-    p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
     p.add_argument("texts", nargs="*", help="texts to embed, one input each")
     p.add_argument("--image", dest="parts", action="append", type=image_file, default=[], metavar="PATH",
                    help="an image file, a part of one multimodal input with the --text parts (repeatable)")
@@ -44,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoding-format", choices=["float", "base64"], default="float")
     add_video_options(p)
     add_model_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = collect_inputs(given, args.inputs, file_flag="--inputs", field="input",
                             missing="nothing to embed: pass TEXT arguments, --image / --video PATH / --text TEXT, or "
                                     "--inputs FILE.jsonl")
-    em = Embedder(args.model, max_length=args.max_length, providers=args.providers)
+    em = load_model(Embedder, args)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
                    encoding_format=args.encoding_format)
     write_json(out)

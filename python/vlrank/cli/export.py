@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlrank.cli.common import write_json
+from vlrank.cli.common import add_command, write_json
 
 EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr            # hub id; task from the name
@@ -16,12 +16,12 @@ EXAMPLES = """examples:
 """
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export",
+    p = add_command(
+        subparsers, "export",
         help="export a Hugging Face checkpoint (directory or hub id) to a vlrank model directory",
         description="Build the ONNX graphs (no torch needed) + vlrank.json + tokenizer.json from a "
         "Qwen3-Reranker, Qwen3-VL-Reranker or Qwen3-VL-Embedding checkpoint.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, run=run,
     )
     p.add_argument("src", help="checkpoint directory or Hugging Face hub id (owner/name)")
     p.add_argument("out", help="output directory")
@@ -41,12 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weights per quantization scale with --quantize: 16, 32, 64, 128 or 256; default 32")
     p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrank.engine.manifest import read_manifest
     from vlrank.export import export
+    from vlrank.modeldir import read_manifest
 
     dtype = args.dtype or args.precision
     out = export(args.src, args.out, task=args.task, dtype=dtype, precision=args.precision,

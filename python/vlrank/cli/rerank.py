@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlrank.cli.common import add_model_options, collect_inputs, write_json
+from vlrank.cli.common import add_model_command, add_model_options, collect_inputs, load_model, write_json
 from vlrank.cli.media import add_video_options, image_document, video_document, with_video_options
 
 EXAMPLES = """examples:
@@ -22,13 +22,12 @@ EXAMPLES = """examples:
 """
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "rerank", help="rerank documents against a query (IONOS-shaped JSON on stdout)",
+    p = add_model_command(
+        subparsers, "rerank", help="rerank documents against a query (IONOS-shaped JSON on stdout)",
         description="Score documents against a query and print the IONOS rerank result (JSON) on stdout. "
         "Errors go to stderr with a non-zero exit code.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, run=run,
     )
-    p.add_argument("--model", required=True, help="exported model directory, checkpoint directory or hub id")
     p.add_argument("--query", required=True, help="the query text")
     p.add_argument("--document", dest="document", action="append", default=[], help="a document text (repeatable)")
     p.add_argument("--document-image", dest="document", action="append", type=image_document, metavar="PATH",
@@ -44,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="add raw_score (the logit; relevance_score = sigmoid(raw_score)) to each result")
     add_video_options(p)
     add_model_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                                   "(repeatable) or "
                                   "--documents FILE.jsonl")
     docs = with_video_options(docs, args)
-    rr = Reranker(args.model, max_length=args.max_length, providers=args.providers)
+    rr = load_model(Reranker, args)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
                     return_documents=not args.no_documents, raw_scores=args.raw_scores)
     write_json(out)

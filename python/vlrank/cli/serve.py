@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vlrank.cli.common import add_command
 from vlrank.inputs.policy import DEFAULT_MAX_VIDEO_BYTES
 
 EXAMPLES = """examples:
@@ -24,15 +25,14 @@ routes: POST /v1/rerank, POST /v1/embeddings, GET /v1/models, GET /health (503 u
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "serve",
+    parser = add_command(
+        subparsers, "serve",
         help="serve exported models over HTTP (rerank + embeddings, batching across requests)",
         description="Serve exported vlrank models with an IONOS / OpenAI-compatible HTTP API. Each model's "
         "kind (reranker or embedder) comes from its vlrank.json. Concurrent requests to one model are packed "
         "into shared model batches. file:// URLs and local paths in requests are always refused; http(s) "
         "image URLs to private addresses only with --allow-private-urls.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, run=run,
     )
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", dest="models",
                         help="serve the exported model directory PATH under the id NAME (repeatable)")
@@ -69,7 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve Swagger UI at /docs (it loads its scripts from a CDN; /openapi.json is "
                              "always served)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.set_defaults(func=run)
 
 
 def parse_model_args(values: list[str]) -> dict[str, Path]:

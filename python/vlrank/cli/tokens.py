@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from vlrank import _native
+from vlrank.cli.common import add_command
 from vlrank.errors import ImageDecodeError, InvalidInputError
 from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens
 from vlrank.preprocess.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoPlan, plan_file, plan_frame_list
@@ -30,13 +31,13 @@ def sample_images() -> list[Path]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "tokens",
+    p = add_command(
+        subparsers, "tokens",
         help="count the tokens of images and videos from their headers (no decoding)",
         description="Print each image's size, its resized size under the pixel budget and its image tokens; "
                     "for each video its duration, fps, size, sampled frames, resized size, grid and tokens "
                     "(timestamps and vision wrappers included), and the total.",
-        epilog="""examples:
+        examples="""examples:
   vlrank tokens --samples                        # the sample images shipped with vlrank
   vlrank tokens photo.jpg scan.png --json        # JSON on stdout, one object per image plus the total
   vlrank tokens photo.jpg --max-pixels 1843200   # the official Qwen budget instead of the hosted one
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   vlrank tokens --video-frames 'shots/*.png'     # a frame list (the request's {"type": "video", "video": [...]})
   vlrank tokens --video-frames shots/ --total-pixels 3932160
 """,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
     # A FILE is an image or a video by its content, not its name: its header is read as an image first
     # (the image decoders recognise their own signatures), and a file no image decoder recognises is
@@ -72,7 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "7864320 for frame lists (the official values); each frame is also capped at 786432")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--samples", action="store_true", help="also count the sample images shipped with vlrank")
-    p.set_defaults(func=run)
 
 
 # ---- classification and counting ----

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlrank.errors import InvalidInputError, MemoryBudgetError
+from vlrank.modeldir import Manifest
 
 SAFETY = 1.5
 MIN_DEFAULT_BUDGET = 1 << 30  # 1 GiB: below this the default would refuse ordinary pairs on small machines
@@ -39,11 +40,26 @@ class VisionWidths:
     patch_dim: int
 
 
+def model_widths(manifest: Manifest) -> tuple[int, VisionWidths | None]:
+    """The decoder's MLP width and the vision tower's widths (None: a text model), from the manifest. An
+    export made before the manifest carried them has them read from its graphs instead (only then is onnx
+    imported)."""
+    intermediate = manifest.dims.intermediate_size or _graph_decoder_intermediate(
+        manifest.file("decoder"), manifest.dims.hidden_size)
+    if not manifest.has_vision:
+        return intermediate, None
+    v = manifest.vision
+    if v is not None and v.hidden_size and v.intermediate_size:
+        return intermediate, VisionWidths(hidden=v.hidden_size, intermediate=v.intermediate_size,
+                                          patch_dim=v.patch_dim)
+    return intermediate, vision_widths(manifest.file("vision"))
+
+
 def vision_widths(vision_file: Path) -> VisionWidths | None:
     """The vision tower's hidden and MLP widths, read from its graph's initializer shapes (weights stay
     in the external data file; nothing large is loaded). None when the graph has no vision MLP or cannot
     be parsed (loading the tower then says what is wrong with it)."""
-    import onnx
+    import onnx  # only for an export whose manifest lacks ``vision``: the runtime does not import onnx
 
     try:
         model = onnx.load(str(vision_file), load_external_data=False)
@@ -56,6 +72,21 @@ def vision_widths(vision_file: Path) -> VisionWidths | None:
     if not fc1:
         return None
     return VisionWidths(hidden=min(fc1[0]), intermediate=max(fc1[0]), patch_dim=patch[0] if patch else 0)
+
+
+def _graph_decoder_intermediate(decoder_file: Path, hidden: int) -> int:
+    """The decoder's MLP width, from the graph's gate_proj initializer shape (no weights are read); a graph
+    whose MLP weights are stored otherwise (e.g. quantized) gives Qwen3's ratio, 3 × hidden."""
+    import onnx  # only for an export whose manifest lacks dims.intermediate_size
+
+    try:
+        model = onnx.load(str(decoder_file), load_external_data=False)
+    except Exception:  # noqa: BLE001 - only reached after ONNX Runtime loaded the same file
+        return 3 * hidden
+    for t in model.graph.initializer:
+        if "mlp.gate_proj" in t.name and len(t.dims) == 2 and hidden in t.dims:
+            return int(max(t.dims))
+    return 3 * hidden
 
 
 def physical_memory() -> int:
@@ -129,5 +160,5 @@ class MemoryBudget:
             "larger memory_budget (bytes)", field=field)
 
 
-__all__ = ["SAFETY", "MemoryBudget", "VisionWidths", "vision_widths", "default_budget", "physical_memory",
+__all__ = ["SAFETY", "MemoryBudget", "VisionWidths", "model_widths", "vision_widths", "default_budget", "physical_memory",
            "check_budget"]

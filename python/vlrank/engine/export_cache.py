@@ -8,8 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vlrank.export.manifest import MANIFEST
 from vlrank.errors import InvalidInputError
+from vlrank.modeldir import MANIFEST
+
 
 def cache_dir() -> Path:
     """Where raw checkpoints are exported once: $VLRANK_CACHE, else ~/.cache/vlrank."""
@@ -19,16 +20,16 @@ def cache_dir() -> Path:
 def resolve_model_dir(model: str | Path, *, task: str) -> Path:
     """An exported directory as is; a checkpoint directory or hub id exported once into the cache,
     keyed by a hash of the checkpoint's files (a changed checkpoint gets a fresh export)."""
-    # The exporter is imported on demand: an exported directory needs none of it (onnx, the graph builders).
-    from vlrank.export import export, resolve_checkpoint
-    from vlrank.export.checkpoint import checkpoint_hash
-
     if not isinstance(model, (str, Path)) or not str(model):
         raise InvalidInputError("model: pass an exported model directory, a checkpoint directory or a hub id",
                                 field="model")
     path = Path(model).expanduser()
     if (path / MANIFEST).is_file():
         return path
+    # Only a checkpoint imports the exporter: an exported directory needs none of it (onnx, the graph builders).
+    from vlrank.export import export, resolve_checkpoint
+    from vlrank.export.checkpoint import checkpoint_hash
+
     src = resolve_checkpoint(model)
     if (src / MANIFEST).is_file():
         return src

@@ -1,236 +1,16 @@
-"""The typed, validated manifest (``vlrank.json``) of an exported model directory, read in one place.
+"""An exported directory's manifest checked against what it names: the tokenizer's ids and the graphs'
+inputs and outputs, so a directory whose files were edited or mixed fails at load.
 
-The format (its fields, and the defaults an export records) is written by ``vlrank.export.manifest``;
-``read_manifest`` checks it and returns a ``Manifest`` of dataclasses that the engine, the tasks, the
-server and the CLI use instead of the raw JSON.
+The format itself (``vlrank.json``, the ``Manifest`` dataclass, ``read_manifest``) is ``vlrank.modeldir``,
+re-exported here for the engine's callers.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from vlrank import _native
 from vlrank.errors import ModelDirectoryError
-from vlrank.export.manifest import FAMILIES, FORMAT, MANIFEST, PROMPT_DEFAULTS, TASKS
-
-@dataclass(frozen=True)
-class Dims:
-    """The text decoder's shape."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    deepstack_layers: int = 0
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """The system prompt and default instruction the export used (None: the family has no system text)."""
-
-    system: str | None
-    instruction: str
-
-
-@dataclass(frozen=True)
-class ImageDefaults:
-    """Vision geometry and the default pixel budget of a Qwen3-VL export."""
-
-    patch_size: int
-    spatial_merge_size: int
-    temporal_patch_size: int
-    min_pixels: int
-    max_pixels: int
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A validated vlrank.json plus the directory it lives in."""
-
-    root: Path
-    name: str
-    family: str
-    task: str
-    dtype: str
-    #: compute dtype of the graphs ("float32" | "float16" | "bfloat16") and the provider they are built for
-    precision: str
-    provider: str
-    dims: Dims
-    special: dict[str, int]
-    prompt: Prompt
-    max_length: int
-    context_length: int
-    files: dict[str, str]
-    decoder_output: str
-    image: ImageDefaults | None
-    source_path: str
-    source_hash: str
-    #: None, or the export's weight quantization {"scheme", "bits", "block_size", "accuracy_level", ...}
-    quantization: dict | None = None
-
-    @property
-    def has_vision(self) -> bool:
-        return "vision" in self.files
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.special.get("endoftext", 151643))
-
-    @property
-    def image_pad_id(self) -> int | None:
-        return self.special.get("image_pad")
-
-    @property
-    def video_pad_id(self) -> int | None:
-        """<|video_pad|>'s id; None for an export whose decoder does not fill video features (made before
-        vlrank read videos, or a text model): such a directory must be re-exported for video input."""
-        return self.special.get("video_pad")
-
-    def file(self, key: str) -> Path:
-        """The file ``files.<key>`` names, always inside the model directory (checked by read_manifest and
-        again here, after resolving symlinks, so a link planted later cannot lead out of it either)."""
-        try:
-            rel = self.files[key]
-        except KeyError:
-            raise ModelDirectoryError(f"{self.root}/{MANIFEST} lists no '{key}' file; re-export the model",
-                                      field="model") from None
-        path = _confined(self.root, key, rel)
-        if not path.is_file():
-            raise ModelDirectoryError(f"{path} is missing; re-export the model (vlrank export SRC {self.root})",
-                                      field="model")
-        return path
-
-
-def read_manifest(model_dir: str | Path) -> Manifest:
-    """The manifest of an exported directory; ModelDirectoryError (field "model") when it is missing,
-    unreadable, of another format or lacks a field."""
-    root = Path(model_dir)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise ModelDirectoryError(
-            f"{root}: no {MANIFEST}; pass a directory written by `vlrank export` or a checkpoint directory",
-            field="model",
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelDirectoryError(f"{path}: not valid JSON ({exc}); re-export the model", field="model") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise ModelDirectoryError(
-            f"{path}: manifest format {found!r}, this vlrank reads format {FORMAT}; re-export the model",
-            field="model",
-        )
-    try:
-        return _parse(root, data)
-    except ModelDirectoryError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelDirectoryError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-export the model",
-                                  field="model") from exc
-
-
-def _confined(root: Path, key: str, rel: str) -> Path:
-    """``root / rel`` when it stays inside ``root`` (relative, no ``..``, no symlink out); else the error."""
-    candidate = Path(rel)
-    inside = not candidate.is_absolute() and ".." not in candidate.parts and rel.strip() != ""
-    if inside:
-        try:
-            inside = (root / candidate).resolve().is_relative_to(root.resolve())
-        except (OSError, RuntimeError):  # a symlink loop
-            inside = False
-    if not inside:
-        raise ModelDirectoryError(
-            f"{root}/{MANIFEST}: files.{key} = {rel!r} points outside the model directory; every file must be a "
-            "relative path inside it; re-export the model",
-            field="model",
-        )
-    return root / candidate
-
-
-def _check_consistent(m: Manifest) -> None:
-    """What the manifest says about itself: positive dims, token ids inside the vocabulary, the ids a
-    task needs present, a sane pixel budget. Raises ValueError (reported as a malformed manifest)."""
-    for name, value in vars(m.dims).items():
-        if value < (0 if name == "deepstack_layers" else 1):
-            raise ValueError(f"dims.{name} = {value} is not a positive size")
-    for name, value in m.special.items():
-        if not 0 <= value < m.dims.vocab_size:
-            raise ValueError(f"special_tokens.{name} = {value} is outside the vocabulary "
-                             f"(0..{m.dims.vocab_size - 1}, dims.vocab_size)")
-    needed = {"endoftext", "im_start", "im_end"} | ({"yes", "no"} if m.task == "rerank" else set())
-    if m.family == "qwen3_vl":
-        needed |= {"vision_start", "vision_end", "image_pad"}
-    missing = sorted(needed - set(m.special))
-    if missing:
-        raise ValueError(f"special_tokens lacks {missing}")
-    if not 1 <= m.max_length <= m.context_length:
-        raise ValueError(f"max_length = {m.max_length} is not within 1..context_length ({m.context_length})")
-    for key in ("tokenizer", "decoder") + (("vision",) if m.family == "qwen3_vl" else ()):
-        if key not in m.files:
-            raise ValueError(f"files lacks '{key}'")
-    if m.image is not None:
-        im = m.image
-        if min(im.patch_size, im.spatial_merge_size, im.temporal_patch_size, im.min_pixels) < 1 \
-                or im.min_pixels > im.max_pixels:
-            raise ValueError(f"image = {vars(im)} is not a valid geometry / pixel budget")
-
-
-def _parse(root: Path, data: dict[str, Any]) -> Manifest:
-    family, task = data["family"], data["task"]
-    if family not in FAMILIES or task not in TASKS:
-        raise ValueError(f"family {family!r} / task {task!r} is not one this vlrank serves")
-    dims = data["dims"]
-    image = data.get("image")
-    prompt = data.get("prompt") or PROMPT_DEFAULTS.get((family, task), {"system": None, "instruction": ""})
-    files = {str(k): str(v) for k, v in data["files"].items()}
-    for key, rel in files.items():
-        _confined(root, key, rel)
-    manifest = Manifest(
-        root=root,
-        name=str(data["name"]),
-        family=family,
-        task=task,
-        dtype=str(data.get("dtype", "float32")),
-        precision=str(data.get("precision", "float32")),
-        provider=str(data.get("provider", "cpu")),
-        dims=Dims(
-            hidden_size=int(dims["hidden_size"]),
-            num_layers=int(dims["num_layers"]),
-            num_heads=int(dims["num_heads"]),
-            num_kv_heads=int(dims["num_kv_heads"]),
-            head_dim=int(dims["head_dim"]),
-            vocab_size=int(dims["vocab_size"]),
-            deepstack_layers=int(dims.get("deepstack_layers", 0)),
-        ),
-        special={str(k): int(v) for k, v in data["special_tokens"].items()},
-        prompt=Prompt(system=prompt.get("system"), instruction=str(prompt.get("instruction") or "")),
-        max_length=int(data["max_length"]),
-        context_length=int(data.get("context_length", _native.CONTEXT_TOKENS)),
-        files=files,
-        decoder_output=str(data["decoder"]["output"]),
-        image=None if image is None else ImageDefaults(
-            patch_size=int(image["patch_size"]),
-            spatial_merge_size=int(image["spatial_merge_size"]),
-            temporal_patch_size=int(image["temporal_patch_size"]),
-            min_pixels=int(image.get("min_pixels", _native.DEFAULT_MIN_PIXELS)),
-            max_pixels=int(image.get("max_pixels", _native.DEFAULT_MAX_PIXELS)),
-        ),
-        source_path=str((data.get("source") or {}).get("path", "")),
-        source_hash=str((data.get("source") or {}).get("hash", "")),
-        quantization=dict(data["quantization"]) if data.get("quantization") else None,
-    )
-    _check_consistent(manifest)
-    return manifest
-
-
-def _token_string(name: str) -> str:
-    return name if name in ("yes", "no") else f"<|{name}|>"
+from vlrank.modeldir import MANIFEST, Dims, ImageDefaults, Manifest, Prompt, VisionMeta, read_manifest, token_text
 
 
 def check_tokenizer(manifest: Manifest, tokenizer: Any) -> None:
@@ -241,10 +21,10 @@ def check_tokenizer(manifest: Manifest, tokenizer: Any) -> None:
         problems.append(f"the tokenizer has {tokenizer.vocab_size} tokens, more than dims.vocab_size = "
                         f"{manifest.dims.vocab_size}")
     for name, value in sorted(manifest.special.items()):
-        actual = tokenizer.token_to_id(_token_string(name))
+        actual = tokenizer.token_to_id(token_text(name))
         if actual != value:
             problems.append(f"special_tokens.{name} = {value} but the tokenizer's id of "
-                            f"{_token_string(name)!r} is {actual}")
+                            f"{token_text(name)!r} is {actual}")
     _report(manifest, "tokenizer", problems)
 
 
@@ -285,6 +65,12 @@ def check_graph(manifest: Manifest, session: Any, *, graph: str) -> None:
         for name in ("pixel_values", "image_embeds", "deepstack_embeds"):
             if name not in ins and name not in outs:
                 problems.append(f"the vision graph has no {name!r}")
+        if manifest.vision is not None:  # the tower runs with the manifest's numbers: the graph must agree
+            props = session.get_modelmeta().custom_metadata_map
+            for key, value in manifest.vision.props().items():
+                if key in props and props[key] != value:
+                    problems.append(f"the vision graph's metadata {key} is {props[key]}, the manifest says {value} "
+                                    f"(vision.{key.rpartition('.')[2]})")
     for kind, table, name, axis, value, what in want:
         shape = table.get(name)
         if shape is None:
@@ -317,6 +103,7 @@ __all__ = [
     "Dims",
     "Prompt",
     "ImageDefaults",
+    "VisionMeta",
     "Manifest",
     "read_manifest",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vlrank import _native
-from vlrank.engine.budget import MemoryBudget, check_budget, default_budget, vision_widths
+from vlrank.engine.budget import MemoryBudget, check_budget, default_budget, model_widths
 from vlrank.engine.export_cache import resolve_model_dir
 from vlrank.engine.manifest import check_graph, check_tokenizer, read_manifest
 from vlrank.engine.sessions import check_ort_options, create_session, providers_for_precision
@@ -91,8 +91,7 @@ class ModelRunner:
     def _budget(self, memory_budget: int | None) -> MemoryBudget:
         m = self.manifest
         weights = sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file())
-        vision = vision_widths(m.file("vision")) if m.has_vision else None
-        intermediate = _decoder_intermediate(m.file("decoder"), m.dims.hidden_size)
+        intermediate, vision = model_widths(m)
         return MemoryBudget(budget=memory_budget or default_budget(weights), hidden=m.dims.hidden_size,
                             heads=m.dims.num_heads, kv_heads=m.dims.num_kv_heads, head_dim=m.dims.head_dim,
                             intermediate=intermediate, deepstack=m.dims.deepstack_layers, vision=vision)
@@ -187,21 +186,6 @@ class ModelRunner:
             return image_batch.positions(row.ids, row.images, image_pad_id=self.image_pad_id,
                                          video_pad_id=self.video_pad_id)
         return np.broadcast_to(np.arange(len(row.ids), dtype=np.int64), (3, len(row.ids))).copy()
-
-
-def _decoder_intermediate(decoder_file: Path, hidden: int) -> int:
-    """The decoder's MLP width, from the graph's gate_proj initializer shape (no weights are read); a graph
-    whose MLP weights are stored otherwise (e.g. quantized) gives Qwen3's ratio, 3 × hidden."""
-    import onnx
-
-    try:
-        model = onnx.load(str(decoder_file), load_external_data=False)
-    except Exception:  # noqa: BLE001 - only reached after ONNX Runtime loaded the same file
-        return 3 * hidden
-    for t in model.graph.initializer:
-        if "mlp.gate_proj" in t.name and len(t.dims) == 2 and hidden in t.dims:
-            return int(max(t.dims))
-    return 3 * hidden
 
 
 __all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_BATCH_SIZE", "Row", "ModelRunner"]

@@ -32,7 +32,7 @@ from vlrank.engine.sessions import create_session
 from vlrank.engine.videos import VideoPair, prepare_video, video_key
 from vlrank.engine.windows import PreparedImage, payload_key, pixel_bytes, video_pair_images
 from vlrank.errors import ImageDecodeError, InvalidInputError
-from vlrank.export.vision import VISION_FILE, read_vision_metadata
+from vlrank.modeldir import VISION_FILE, VisionMeta
 from vlrank.preprocess.images import (
     DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -46,20 +46,21 @@ from vlrank.preprocess.images import (
 class VisionTower:
     """The exported vision graph (one image per run) plus the rope tables it takes."""
 
-    def __init__(self, model_dir: str | Path, *, providers=None, session=None, ort_options=None) -> None:
+    def __init__(self, model_dir: str | Path, *, providers=None, session=None, ort_options=None,
+                 meta: VisionMeta | None = None) -> None:
         if session is None:
             session = create_session(Path(model_dir) / VISION_FILE, providers=providers, ort_options=ort_options)
         self.session = session
-        meta = read_vision_metadata(session.get_modelmeta().custom_metadata_map)
-        self.head_dim = int(meta["head_dim"])
-        self.theta = float(meta["rope_theta"])
-        self.side = int(meta["num_grid_per_side"])
-        self.merge = int(meta["spatial_merge_size"])
-        self.patch_dim = int(meta["patch_dim"])
-        # patch_dim = channels (3) x temporal (2) x patch x patch
-        self.patch = int(round((self.patch_dim / 6) ** 0.5))
-        self.out_hidden = int(meta["out_hidden_size"])
-        self.deepstack_layers = int(meta["deepstack_layers"])
+        # The manifest's ``vision`` (Manifest.vision); an export made before it carried one: the graph's metadata.
+        meta = meta or VisionMeta.from_props(session.get_modelmeta().custom_metadata_map)
+        self.head_dim = meta.head_dim
+        self.theta = meta.rope_theta
+        self.side = meta.num_grid_per_side
+        self.merge = meta.spatial_merge_size
+        self.patch_dim = meta.patch_dim
+        self.patch = meta.patch_size  # patch_dim = channels (3) x temporal (2) x patch x patch
+        self.out_hidden = meta.out_hidden_size
+        self.deepstack_layers = meta.deepstack_layers
 
     def run(self, image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
         """(image_embeds (T, H), deepstack_embeds (K, T, H)) of one image."""

@@ -1,8 +1,13 @@
 """``vlrank.export``: a Hugging Face checkpoint -> a vlrank model directory, without torch.
 
-The output directory holds ``vlrank.json`` (its format: export/manifest.py), ``tokenizer.json``,
-``decoder.onnx`` (+ ``decoder.onnx.data``) and, for Qwen3-VL, the vision graph files written by
-export/vision.py.
+The output directory holds ``vlrank.json`` (its format: vlrank/modeldir.py; written by
+export/manifest.py), ``tokenizer.json``, ``decoder.onnx`` (+ ``decoder.onnx.data``) and, for Qwen3-VL,
+the vision graph files written by export/vision.py.
+
+Only exporting imports this package (and with it onnx): ``import vlrank`` and running an exported model
+never do. ``vlrank.export`` is therefore loaded on first use, and Python then binds this package itself as
+``vlrank.export``; calling the package calls ``export`` (``_CallablePackage``), so ``vlrank.export(...)``
+works whichever of the two a caller reached first.
 """
 
 from __future__ import annotations
@@ -10,16 +15,16 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import types
 from pathlib import Path
 
-from vlrank import _native
-from vlrank.export.manifest import FORMAT, MAX_LENGTH_DEFAULTS, PROMPT_DEFAULTS, TASKS, special_token_ids, write_manifest
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
-from vlrank.export.decoder import DECODER_FILE, build_decoder, check_precision
-from vlrank.export.manifest import MANIFEST
+from vlrank.export.decoder import build_decoder, check_precision
+from vlrank.export.manifest import export_manifest, special_token_ids
 from vlrank.export.quantize import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, Quantization, check_quantize
-from vlrank.export.vision import build_vision_graph
+from vlrank.export.vision import build_vision_graph, vision_spec
+from vlrank.modeldir import DECODER_FILE, MANIFEST, TASKS
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -125,8 +130,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     except OSError as exc:  # e.g. a parent that is a file: a bad `out_dir` argument
         raise InvalidInputError(f"out_dir: cannot create {str(out)!r} ({exc.strerror or exc}); pass a writable "
                                 "directory path", field="out_dir") from exc
-    vision_cfg = ckpt.vision_config or {}
-    deepstack = len(vision_cfg.get("deepstack_visual_indexes", [])) if ckpt.family == "qwen3_vl" else 0
+    vision = vision_spec(ckpt).meta() if ckpt.family == "qwen3_vl" else None
+    deepstack = vision.deepstack_layers if vision else 0
     image_pad = ckpt.config.get("image_token_id", special.get("image_pad"))
     if ckpt.family == "qwen3_vl":
         special["image_pad"] = int(image_pad)
@@ -146,49 +151,9 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
         file_map.update(_export_vision(ckpt, out, dtype, precision, quant))
-    t = ckpt.text
-    data = {
-        "format": FORMAT,
-        "vlrank_version": _version(),
-        "name": model_name,
-        "family": ckpt.family,
-        "task": task,
-        "dtype": dtype,
-        "precision": precision,
-        "provider": "cpu" if precision == "float32" else "cuda",
-        "quantization": None if quant is None else quant.manifest(),
-        "architecture": ckpt.architecture,
-        "dims": {
-            "hidden_size": t.hidden_size,
-            "num_layers": t.num_layers,
-            "num_heads": t.num_heads,
-            "num_kv_heads": t.num_kv_heads,
-            "head_dim": t.head_dim,
-            "vocab_size": t.vocab_size,
-            "deepstack_layers": deepstack,
-        },
-        "special_tokens": special,
-        "prompt": PROMPT_DEFAULTS[(ckpt.family, task)],
-        "max_length": MAX_LENGTH_DEFAULTS[(ckpt.family, task)],
-        "context_length": _native.CONTEXT_TOKENS,
-        "files": file_map,
-        "decoder": {
-            "inputs": ["input_ids", "attention_mask", "position_ids"]
-            + (["image_embeds", "deepstack_embeds"] if ckpt.family == "qwen3_vl" else []),
-            "output": {"embed": "embedding"}.get(task, "logit" if ckpt.family == "qwen3_vl" else "logits"),
-            "position_ids_rank": 3 if ckpt.family == "qwen3_vl" else 2,
-        },
-        "source": {"path": str(root.resolve()), "hash": checkpoint_hash(root)},
-    }
-    if ckpt.family == "qwen3_vl":
-        data["image"] = {
-            "patch_size": int(vision_cfg.get("patch_size", 16)),
-            "spatial_merge_size": int(vision_cfg.get("spatial_merge_size", 2)),
-            "temporal_patch_size": int(vision_cfg.get("temporal_patch_size", 2)),
-            "min_pixels": _native.DEFAULT_MIN_PIXELS,
-            "max_pixels": _native.DEFAULT_MAX_PIXELS,
-        }
-    write_manifest(out, data)
+    export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
+                    quantization=None if quant is None else quant.manifest(), special=special, files=file_map,
+                    vision=vision, source_path=str(root.resolve()), source_hash=checkpoint_hash(root)).write()
     ckpt.close()
     return out
 
@@ -225,7 +190,11 @@ def _export_vision(ckpt: Checkpoint, out: Path, dtype: str, precision: str,
     return result
 
 
-def _version() -> str:
-    from vlrank.version import __version__
+class _CallablePackage(types.ModuleType):
+    """This package, callable as ``export`` (see the module docstring)."""
 
-    return __version__
+    def __call__(self, src: str | Path, out_dir: str | Path, **options) -> Path:
+        return export(src, out_dir, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -42,12 +42,12 @@ from vlrank.export.checkpoint import Checkpoint, TextConfig
 from vlrank.errors import InvalidInputError
 from vlrank.export.quantize import Quantization, embedding_storage, matmul_nbits
 from vlrank.export.graph import BOOL, FLOAT, INT32, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
+from vlrank.modeldir import DECODER_FILE
 
 # Large negative instead of -inf: a fully masked row (an all-padding row) then gives a uniform softmax
 # rather than NaN; a masked score still contributes exactly 0 after exp().
 _MASKED = -1e30
 
-DECODER_FILE = "decoder.onnx"
 PRECISIONS = ("float32", "float16", "bfloat16")
 
 

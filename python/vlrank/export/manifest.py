@@ -1,26 +1,6 @@
-"""``vlrank.json``: what an export writes (the format; read back by ``vlrank.engine.manifest``).
-
-Fields (format 1):
-  format, vlrank_version
-  name                 model name reported in API responses (checkpoint directory name or hub id)
-  family               "qwen3" (text Qwen3-Reranker) | "qwen3_vl" (Qwen3-VL-Reranker / -Embedding)
-  task                 "rerank" | "embed"
-  dtype                weight storage dtype of the ONNX files ("float32" | "float16" | "bfloat16")
-  quantization         null, or {"scheme": "int8" | "int4", "bits", "block_size", "accuracy_level",
-                       "symmetric": true, "op": "com.microsoft.MatMulNBits"} (export/quantize.py)
-  dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
-                       deepstack_layers (K of deepstack_embeds; 0 for text)
-  special_tokens       yes, no, image_pad, video_pad, vision_start, vision_end, im_start, im_end, endoftext
-                       (video_pad: recorded by exports whose decoder fills <|video_pad|>)
-  prompt               system / default instruction the export used (the Rust core's prompt.rs constants)
-  max_length           default max prompt tokens; context_length: the hard ceiling
-  image                vision geometry + default pixel budget (qwen3_vl only)
-  files                {"tokenizer": ..., "decoder": ..., "decoder_data": ..., "vision": ...}
-  decoder              graph input / output names
-  source               {"path", "hash"} of the checkpoint it came from
-
-Every default recorded here comes from the Rust core (``vlrank._native``), the one owner of the model
-constants; the manifest records what an export used, so a directory keeps describing itself.
+"""The exporter's side of ``vlrank.json``: the special-token ids of a checkpoint's tokenizer and the
+``Manifest`` an export writes. The format (the dataclass, its fields, the defaults) is ``vlrank.modeldir``,
+which the engine reads without importing this package.
 """
 
 from __future__ import annotations
@@ -30,32 +10,22 @@ from pathlib import Path
 
 from vlrank import _native
 from vlrank.errors import ModelDirectoryError
-
-MANIFEST = "vlrank.json"
-FORMAT = 1
-FAMILIES = ("qwen3", "qwen3_vl")
-TASKS = ("rerank", "embed")
-
-PROMPT_DEFAULTS = {
-    ("qwen3_vl", "rerank"): {"system": _native.RERANK_SYSTEM, "instruction": _native.VL_RERANK_DEFAULT_INSTRUCTION},
-    ("qwen3_vl", "embed"): {"system": None, "instruction": _native.EMBED_DEFAULT_INSTRUCTION},
-    ("qwen3", "rerank"): {"system": _native.RERANK_SYSTEM, "instruction": _native.TEXT_RERANK_DEFAULT_INSTRUCTION},
-}
-MAX_LENGTH_DEFAULTS = {
-    ("qwen3_vl", "rerank"): _native.VL_RERANK_MAX_LENGTH,
-    ("qwen3_vl", "embed"): _native.EMBED_MAX_LENGTH,
-    ("qwen3", "rerank"): _native.TEXT_RERANK_MAX_LENGTH,
-}
-
-SPECIAL_TOKEN_TEXT = {
-    "endoftext": "<|endoftext|>",
-    "im_start": "<|im_start|>",
-    "im_end": "<|im_end|>",
-    "vision_start": "<|vision_start|>",
-    "vision_end": "<|vision_end|>",
-    "image_pad": "<|image_pad|>",
-    "video_pad": "<|video_pad|>",
-}
+from vlrank.export.checkpoint import Checkpoint
+from vlrank.modeldir import (
+    FAMILIES,
+    FORMAT,
+    MANIFEST,
+    MAX_LENGTH_DEFAULTS,
+    PROMPT_DEFAULTS,
+    SPECIAL_TOKEN_TEXT,
+    TASKS,
+    Dims,
+    ImageDefaults,
+    Manifest,
+    Prompt,
+    VisionMeta,
+)
+from vlrank.version import __version__
 
 
 def special_token_ids(tokenizer_json: Path) -> dict[str, int]:
@@ -80,11 +50,48 @@ def special_token_ids(tokenizer_json: Path) -> dict[str, int]:
     return out
 
 
-def write_manifest(out_dir: Path, data: dict) -> Path:
-    path = out_dir / MANIFEST
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+def export_manifest(out: Path, ckpt: Checkpoint, *, name: str, task: str, dtype: str, precision: str,
+                    quantization: dict | None, special: dict[str, int], files: dict[str, str],
+                    vision: VisionMeta | None, source_path: str, source_hash: str) -> Manifest:
+    """The manifest of the export of ``ckpt`` into ``out``: the checkpoint's widths, the defaults the Rust
+    core owns for (family, task), and what the export chose."""
+    t = ckpt.text
+    vl = ckpt.family == "qwen3_vl"
+    vision_cfg = ckpt.vision_config or {}
+    image = ImageDefaults(
+        patch_size=int(vision_cfg.get("patch_size", 16)),
+        spatial_merge_size=int(vision_cfg.get("spatial_merge_size", 2)),
+        temporal_patch_size=int(vision_cfg.get("temporal_patch_size", 2)),
+        min_pixels=_native.DEFAULT_MIN_PIXELS,
+        max_pixels=_native.DEFAULT_MAX_PIXELS,
+    ) if vl else None
+    prompt = PROMPT_DEFAULTS[(ckpt.family, task)]
+    return Manifest(
+        root=out,
+        name=name,
+        family=ckpt.family,
+        task=task,
+        dtype=dtype,
+        precision=precision,
+        provider="cpu" if precision == "float32" else "cuda",
+        quantization=quantization,
+        architecture=ckpt.architecture,
+        vlrank_version=__version__,
+        dims=Dims(hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
+                  num_kv_heads=t.num_kv_heads, head_dim=t.head_dim, vocab_size=t.vocab_size,
+                  deepstack_layers=vision.deepstack_layers if vision else 0, intermediate_size=t.intermediate_size),
+        special=special,
+        prompt=Prompt(system=prompt["system"], instruction=prompt["instruction"]),
+        max_length=MAX_LENGTH_DEFAULTS[(ckpt.family, task)],
+        context_length=_native.CONTEXT_TOKENS,
+        files=files,
+        decoder_output={"embed": "embedding"}.get(task, "logit" if vl else "logits"),
+        image=image,
+        vision=vision,
+        source_path=source_path,
+        source_hash=source_hash,
+    )
 
 
 __all__ = ["MANIFEST", "FORMAT", "FAMILIES", "TASKS", "PROMPT_DEFAULTS", "MAX_LENGTH_DEFAULTS", "special_token_ids",
-           "write_manifest"]
+           "export_manifest"]

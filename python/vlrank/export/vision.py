@@ -40,8 +40,7 @@ from vlrank.export.checkpoint import Checkpoint
 from vlrank.export.decoder import check_precision
 from vlrank.export.quantize import Quantization, matmul_nbits
 from vlrank.export.graph import FLOAT, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
-
-VISION_FILE = "vision.onnx"
+from vlrank.modeldir import VISION_FILE, VISION_PROPS, VisionMeta
 _LN_EPS = 1e-6  # hard-coded in transformers' Qwen3-VL vision blocks and mergers
 
 
@@ -82,27 +81,32 @@ class VisionSpec:
                 field="model")
         self.patch_dim = self.channels * self.temporal * self.patch * self.patch
 
+    def meta(self) -> VisionMeta:
+        """What the runtime reads of this tower (the manifest's ``vision``; its rope numbers are also the
+        graph's own ``vlrank.vision.*`` metadata)."""
+        return VisionMeta(head_dim=self.head_dim, rope_theta=self.theta, num_grid_per_side=self.side,
+                          spatial_merge_size=self.merge, patch_dim=self.patch_dim, out_hidden_size=self.out_hidden,
+                          deepstack_layers=len(self.deepstack), hidden_size=self.hidden,
+                          intermediate_size=self.intermediate)
+
     def metadata(self) -> dict[str, str]:
-        return {
-            "vlrank.vision.head_dim": str(self.head_dim),
-            "vlrank.vision.rope_theta": repr(self.theta),
-            "vlrank.vision.num_grid_per_side": str(self.side),
-            "vlrank.vision.spatial_merge_size": str(self.merge),
-            "vlrank.vision.patch_dim": str(self.patch_dim),
-            "vlrank.vision.out_hidden_size": str(self.out_hidden),
-            "vlrank.vision.deepstack_layers": str(len(self.deepstack)),
-        }
+        return self.meta().props()
+
+
+def vision_spec(ckpt: Checkpoint) -> VisionSpec:
+    """The checkpoint's vision hyper-parameters; ModelDirectoryError when it has no vision tower config."""
+    cfg = ckpt.vision_config
+    if not cfg:
+        raise ModelDirectoryError(f"{ckpt.path}: config.json has no vision_config", field="model")
+    return VisionSpec(cfg)
 
 
 class VisionBuilder:
     def __init__(self, ckpt: Checkpoint, dtype: str, *, precision: str = "float32",
                  quant: Quantization | None = None, expose_stages: bool = False) -> None:
         check_precision(precision, dtype)
-        cfg = ckpt.vision_config
-        if not cfg:
-            raise ModelDirectoryError(f"{ckpt.path}: config.json has no vision_config", field="model")
+        self.spec = vision_spec(ckpt)
         self.ck = ckpt
-        self.spec = VisionSpec(cfg)
         self.storage = dtype
         self.precision = precision
         self.half = None if precision == "float32" else STORAGE_TYPES[precision]
@@ -272,21 +276,9 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 
 def read_vision_metadata(metadata: dict[str, str]) -> dict[str, float | int]:
-    """The ``vlrank.vision.*`` entries of a session's custom metadata, typed."""
-    try:
-        return {
-            "head_dim": int(metadata["vlrank.vision.head_dim"]),
-            "rope_theta": float(metadata["vlrank.vision.rope_theta"]),
-            "num_grid_per_side": int(metadata["vlrank.vision.num_grid_per_side"]),
-            "spatial_merge_size": int(metadata["vlrank.vision.spatial_merge_size"]),
-            "patch_dim": int(metadata["vlrank.vision.patch_dim"]),
-            "out_hidden_size": int(metadata["vlrank.vision.out_hidden_size"]),
-            "deepstack_layers": int(metadata["vlrank.vision.deepstack_layers"]),
-        }
-    except KeyError as exc:
-        raise ModelDirectoryError(
-            f"the vision graph lacks its metadata {exc}; re-export the model with this vlrank version",
-            field="model") from exc
+    """The ``vlrank.vision.*`` entries of a session's custom metadata, typed (``VisionMeta.from_props``)."""
+    meta = VisionMeta.from_props(metadata)
+    return {name: getattr(meta, name) for name in VISION_PROPS}
 
 
 def build_vision_graph(checkpoint: Checkpoint, out_dir: str | Path, dtype: str, *, precision: str = "float32",

@@ -165,7 +165,7 @@ class Task:
         session = create_session(manifest.file("vision"), providers=self.runner.providers,
                                  ort_options=self.runner.ort_options)
         check_graph(manifest, session, graph="vision")
-        return VisionTower(manifest.root, session=session)
+        return VisionTower(manifest.root, session=session, meta=manifest.vision)
 
     # ---- one call, many calls ------------------------------------------------------------------------
     def _image_batch(self) -> ImageBatch | None:
