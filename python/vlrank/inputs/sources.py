@@ -217,7 +217,8 @@ def read_local(path: str | Path, *, cap: int, what: str, field: str, policy: Fet
     except FileNotFoundError as exc:
         raise ImageFetchError(f"{field}: no such {what} file {str(p)!r}; pass an existing path", field=field) from exc
     except IsADirectoryError as exc:
-        raise ImageFetchError(f"{field}: {str(p)!r} is a directory; pass the path of one {what} file", field=field) from exc
+        raise ImageFetchError(f"{field}: {str(p)!r} is a directory; pass the path of one {what} file",
+                              field=field) from exc
     except OSError as exc:
         raise ImageFetchError(f"{field}: cannot read {str(p)!r} ({exc.strerror or exc}); pass a readable {what} "
                               "file", field=field) from exc
@@ -233,7 +234,8 @@ def read_local_file(path: str | Path, *, field: str, policy: FetchPolicy) -> Ima
     return image_from_bytes(raw, field=field)
 
 
-def _file_url_path(url: str, *, field: str) -> str:
+def file_url_path(url: str, *, field: str) -> str:
+    """The local path of a ``file://`` URL (no host, or ``localhost``); anything else names ``field``."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:  # a broken IPv6 literal in the host part
@@ -287,7 +289,7 @@ def _resolve_string(url: str, *, field: str, policy: FetchPolicy) -> ImageSource
     if scheme in ("http", "https"):
         return image_from_bytes(fetch_http(url, field=field, policy=policy), field=field)
     if scheme == "file":
-        return read_local_file(_file_url_path(url, field=field), field=field, policy=policy)
+        return read_local_file(file_url_path(url, field=field), field=field, policy=policy)
     # A one-letter "scheme" is a Windows drive (C:\...); anything longer that looks like scheme:// is a URL
     # kind we do not fetch (ftp, s3, oss, ...), reported as such rather than as a missing file.
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", url):
@@ -307,6 +309,7 @@ __all__ = [
     "decode_data_url",
     "fetch_http",
     "read_local",
+    "file_url_path",
     "read_local_file",
     "image_from_bytes",
     "image_from_array",

@@ -6,6 +6,11 @@ rgb24). ``probe`` reads only the container header so that token counts and budge
 before any frame is decoded; ``decode_frames`` keeps only the frames that sampling asked for and
 never holds more than ``max_frames_held`` decoded frames.
 
+Only real video containers reach FFmpeg: the container is sniffed from the first bytes
+(``ACCEPTED_CONTAINERS``) and opened with that demuxer named, from bytes or an open file (never by name),
+with no protocol allowed for nested opens; each probe and each decode runs under a wall-clock bound
+(``MAX_DECODE_SECONDS``, keyword ``max_seconds``).
+
 PyAV is the optional extra ``vlrank[video]``; without it every function raises
 ``MissingExtraError`` (a ``RuntimeUnavailableError``) with the one line to install it.
 """
@@ -135,7 +140,8 @@ class _Clock:
 
     def __init__(self, max_seconds: float, name: str) -> None:
         if (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
-                or not 0 < max_seconds <= 86_400 or (isinstance(max_seconds, float) and not math.isfinite(max_seconds))):
+                or (isinstance(max_seconds, float) and not math.isfinite(max_seconds))
+                or not 0 < max_seconds <= 86_400):
             raise InvalidInputError(f"max_seconds: got {max_seconds!r}; pass a number of seconds from 0 (exclusive) "
                                     "to 86400", field="max_seconds")
         self.limit, self.name = float(max_seconds), name
@@ -215,6 +221,7 @@ def _opened(av, source: VideoSource, name: str, clock: _Clock) -> Iterator[Any]:
             fh.close()
         raise _failed(e, clock, name, fmt) from e
     try:
+        clock.check()  # FFmpeg's interrupt callback cuts a slow open; one that ended past the bound counts too
         yield container
     finally:
         container.close()

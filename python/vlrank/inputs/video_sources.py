@@ -7,7 +7,9 @@ non-empty list whose frames are any image source ``resolve_image`` accepts (each
 
 Per-part options (the qwen-vl-utils element keys): ``fps`` and ``max_frames`` (files only: a frame list is
 subsampled to 64 frames by the official code, whatever they say), ``min_pixels`` and ``total_pixels``.
-Nothing is decoded here; ``vlrank.engine.videos`` probes the header and plans the tokens.
+Nothing is decoded here (the container is only sniffed from its first bytes: see ``vlrank.inputs.video``);
+``vlrank.engine.videos`` probes the header and plans the tokens. Options are range-checked as numbers
+(``OPTION_RANGES``) before anything converts them.
 """
 
 from __future__ import annotations
@@ -16,17 +18,15 @@ import base64
 import binascii
 import math
 import re
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlrank.errors import ImageFetchError, ImageTooLargeError, InvalidInputError
+from vlrank.errors import ImageTooLargeError, InvalidInputError
 from vlrank.inputs.http import fetch_http
 from vlrank.inputs.policy import FetchPolicy
-from vlrank.inputs.sources import ImageSource, read_local
+from vlrank.inputs.sources import ImageSource, file_url_path, read_local
 from vlrank.inputs.video import check_container
 
 OPTION_KEYS = ("fps", "max_frames", "min_pixels", "total_pixels")
@@ -182,14 +182,7 @@ def _video_bytes(value: Any, *, field: str, policy: FetchPolicy) -> bytes:
         raw = fetch_http(value, field=field, policy=policy, max_bytes=policy.max_video_bytes, what="video")
         return _capped(raw, field=field, max_bytes=policy.max_video_bytes)
     if scheme == "file":
-        try:
-            parts = urllib.parse.urlsplit(value)
-        except ValueError as exc:
-            raise InvalidInputError(f"{field}: invalid file URL ({exc}); pass file:///absolute/path", field=field) from exc
-        if parts.netloc not in ("", "localhost"):
-            raise InvalidInputError(f"{field}: file URL names host {parts.netloc!r}; pass file:///absolute/path",
-                                    field=field)
-        return _read_file(urllib.request.url2pathname(parts.path), field=field, policy=policy)
+        return _read_file(file_url_path(value, field=field), field=field, policy=policy)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", value):
         raise InvalidInputError(f"{field}: URL scheme {scheme!r} is not supported; pass data:video/...;base64, "
                                 "http(s)://, file:// or a local path", field=field)

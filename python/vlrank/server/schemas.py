@@ -22,7 +22,11 @@ def _integral(value: Any) -> Any:
     return value
 
 
-PositiveInteger = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral)]
+# Every integer of a request body is range-checked as a number before anything uses it: a 310-digit integer or
+# 2**64 is a 400 naming its field, never a value a later conversion overflows on. 2**31 - 1 (what int32 clients
+# send) is far above any count the server acts on (max_documents, a model's dimensions, its context).
+MAX_INT = 2**31 - 1
+PositiveInteger = Annotated[StrictInt, Field(ge=1, le=MAX_INT), BeforeValidator(_integral)]
 
 # A query, a document or an embedding input: a string or an object such as {"text": ...} or
 # {"content": [{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]}.
@@ -132,11 +136,13 @@ class CohereV2RerankRequest(BaseModel):
     model: StrictStr = Field(description="id of a served reranker (GET /v1/models)")
     query: Side = Field(description='a string (or vlrank\'s {"content": [parts]})')
     documents: Annotated[list[Side], Field(min_length=1)] = Field(description="the texts (or content objects) to score")
-    top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
+    top_n: StrictInt | None = Field(default=None, ge=1, le=MAX_INT, description="keep only the best n results")
     max_tokens_per_doc: StrictInt | None = Field(
-        default=None, ge=1, description="accepted for compatibility and not applied: vlrank truncates each pair to "
-                                        "the model's max_length (meta.warnings says so)")
-    priority: StrictInt | None = Field(default=None, description="accepted for compatibility; not applied")
+        default=None, ge=1, le=MAX_INT,
+        description="accepted for compatibility and not applied: vlrank truncates each pair to the model's max_length "
+                    "(meta.warnings says so)")
+    priority: StrictInt | None = Field(default=None, ge=-MAX_INT - 1, le=MAX_INT,
+                                       description="accepted for compatibility; not applied")
     return_documents: StrictBool = Field(default=False, description="vlrank extension: echo each document")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
     instruction: StrictStr | None = Field(default=None, description="vlrank extension: task instruction")
@@ -163,7 +169,8 @@ class ScoreRequest(BaseModel):
     text_2: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(description="the texts to score")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
     truncate_prompt_tokens: StrictInt | None = Field(
-        default=None, description="accepted for compatibility and not applied (pairs keep the model's max_length)")
+        default=None, ge=-1, le=MAX_INT,
+        description="accepted for compatibility and not applied (pairs keep the model's max_length)")
     user: StrictStr | None = Field(default=None, description="accepted for compatibility; ignored")
 
 
