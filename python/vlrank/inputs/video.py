@@ -130,8 +130,9 @@ def check_container(head: bytes | bytearray | memoryview, *, name: str) -> str:
 
 #: Wall-clock seconds one video may take to open and probe, and separately to decode (each call of ``probe`` /
 #: ``decode_frames``; both decode passes of one call share it), so that no input holds its thread longer.
-#: Measured on the 2-core dev machine: 18,000 black 1080p H.264 frames (the frame and pixel bounds below)
-#: decode in ~20 s (VP8 WebM ~33 s); the default leaves room for real content and a loaded machine.
+#: Measured on the 2-core dev machine under load (load average ~8): 18,000 black 1080p H.264 frames (the frame
+#: and pixel bounds below) decode in 57 s (20.6 s on a quiet one, issue 23), VP8 WebM ~34 s; the default is
+#: twice the loaded figure, room for real content without letting one video hold a thread for minutes.
 MAX_DECODE_SECONDS = 120.0
 
 

@@ -59,10 +59,11 @@ class VideoInput:
 
 
 #: The accepted range of each option, checked on the number as given (a 310-digit integer or 2**64 is refused
-#: before anything converts it to a float or a native integer). Past each upper end nothing changes: at most
-#: 768 frames are sampled (qwen-vl-utils' FPS_MAX_FRAMES, and the frames one decode holds), sampling above the
-#: stream's own rate keeps every frame (240 fps covers slow-motion phone video), a frame is never larger than
-#: the 8192 x 8192 source pixel cap, and a total over 18,000 frames of 1080p (the decode bound) is no bound.
+#: before anything converts it to a float or a native integer). Each upper end is where a larger value stops
+#: meaning anything vlrank can do: one decode holds at most 768 frames (qwen-vl-utils' FPS_MAX_FRAMES),
+#: sampling at or above the stream's own rate keeps every frame (240 fps covers slow-motion phone video), a
+#: frame upscaled past the 8192 x 8192 source pixel cap is no frame vlrank decodes, and a total over 18,000
+#: frames of 1080p (the decode bound) bounds nothing.
 OPTION_RANGES: dict[str, tuple[float, float]] = {
     "fps": (0, 240),  # exclusive of 0
     "max_frames": (2, 768),
