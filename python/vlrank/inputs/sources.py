@@ -202,32 +202,40 @@ def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
     return image_from_bytes(raw, field=field)
 
 
-def read_local_file(path: str | Path, *, field: str, policy: FetchPolicy) -> ImageSource:
-    """Read an image file from disk (refused unless ``policy.allow_local_files``), at most max_bytes."""
+def read_local(path: str | Path, *, cap: int, what: str, field: str, policy: FetchPolicy) -> bytes:
+    """The bytes of a local ``what`` file ("image", "video"), read under ``cap`` bytes (at most cap + 1 are
+    read, so a huge file or a device never fills memory). Refused unless ``policy.allow_local_files`` (the
+    server turns it off: a request never reads the server's disk); a missing path, a directory, an
+    unreadable file and one over ``cap`` are errors naming ``field``. Callers judge the bytes (empty, format)."""
     if not policy.allow_local_files:
-        raise ImageFetchError(
-            f"{field}: local file paths are not allowed here; pass a data:image/...;base64 URL or an "
-            "http(s) URL",
-            field=field,
-        )
+        raise ImageFetchError(f"{field}: local file paths are not allowed here; pass a data:{what}/...;base64 URL "
+                              "or an http(s) URL", field=field)
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            raw = fh.read(policy.max_bytes + 1)
+            raw = fh.read(cap + 1)
     except FileNotFoundError as exc:
-        raise ImageFetchError(f"{field}: no such image file {str(p)!r}; pass an existing path", field=field) from exc
+        raise ImageFetchError(f"{field}: no such {what} file {str(p)!r}; pass an existing path", field=field) from exc
     except IsADirectoryError as exc:
-        raise ImageFetchError(f"{field}: {str(p)!r} is a directory; pass an image file path", field=field) from exc
+        raise ImageFetchError(f"{field}: {str(p)!r} is a directory; pass the path of one {what} file",
+                              field=field) from exc
     except OSError as exc:
-        raise ImageFetchError(f"{field}: cannot read {str(p)!r} ({exc}); pass a readable file", field=field) from exc
-    if len(raw) > policy.max_bytes:
-        raise ImageTooLargeError(
-            f"{field}: file {str(p)!r} is over the {policy.max_bytes}-byte cap; pass a smaller image", field=field
-        )
+        raise ImageFetchError(f"{field}: cannot read {str(p)!r} ({exc.strerror or exc}); pass a readable {what} "
+                              "file", field=field) from exc
+    if len(raw) > cap:
+        raise ImageTooLargeError(f"{field}: file {str(p)!r} is over the {cap}-byte {what} cap; pass a smaller "
+                                 f"{what}", field=field)
+    return raw
+
+
+def read_local_file(path: str | Path, *, field: str, policy: FetchPolicy) -> ImageSource:
+    """Read an image file from disk (refused unless ``policy.allow_local_files``), at most max_bytes."""
+    raw = read_local(path, cap=policy.max_bytes, what="image", field=field, policy=policy)
     return image_from_bytes(raw, field=field)
 
 
-def _file_url_path(url: str, *, field: str) -> str:
+def file_url_path(url: str, *, field: str) -> str:
+    """The local path of a ``file://`` URL (no host, or ``localhost``); anything else names ``field``."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:  # a broken IPv6 literal in the host part
@@ -281,7 +289,7 @@ def _resolve_string(url: str, *, field: str, policy: FetchPolicy) -> ImageSource
     if scheme in ("http", "https"):
         return image_from_bytes(fetch_http(url, field=field, policy=policy), field=field)
     if scheme == "file":
-        return read_local_file(_file_url_path(url, field=field), field=field, policy=policy)
+        return read_local_file(file_url_path(url, field=field), field=field, policy=policy)
     # A one-letter "scheme" is a Windows drive (C:\...); anything longer that looks like scheme:// is a URL
     # kind we do not fetch (ftp, s3, oss, ...), reported as such rather than as a missing file.
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", url):
@@ -300,6 +308,8 @@ __all__ = [
     "resolve_image",
     "decode_data_url",
     "fetch_http",
+    "read_local",
+    "file_url_path",
     "read_local_file",
     "image_from_bytes",
     "image_from_array",

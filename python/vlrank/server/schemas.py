@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 
 def _integral(value: Any) -> Any:
@@ -22,7 +22,32 @@ def _integral(value: Any) -> Any:
     return value
 
 
-PositiveInteger = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral)]
+# Every integer of a request body is range-checked as a number before anything uses it: a 310-digit integer or
+# 2**64 is a 400 naming its field, never a value a later conversion overflows on. The 32-bit range (what int32
+# clients send) is far above any count the server acts on (max_documents, a model's dimensions, its context).
+# It is a validator, not a published "maximum", so the schema's integers stay as the clients generated from it
+# know them.
+MAX_INT = 2**31 - 1
+
+
+def _int32(value: Any) -> Any:
+    if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        size = f"an integer of {len(str(abs(value)))} digits" if abs(value) >= 10**12 else str(value)
+        end = f"at most {MAX_INT}" if value > 0 else f"at least {-MAX_INT - 1}"
+        raise ValueError(f"got {size}, out of range; pass an integer {end}")
+    return value
+
+
+def _int(ge: int | None = None, *, integral: bool = False) -> Any:
+    """A strict integer >= ``ge`` in the 32-bit range; ``integral``: 2.0 counts as 2 (see ``_integral``)."""
+    before = (BeforeValidator(_integral),) if integral else ()
+    return Annotated[StrictInt, Field(ge=ge), *before, AfterValidator(_int32)]
+
+
+PositiveInteger = _int(1, integral=True)  # top_n / dimensions of the IONOS and OpenAI shapes
+StrictPositive = _int(1)  # Cohere's and vLLM's integers stay strict JSON integers
+AnyInt32 = _int()
+PromptTokens = _int(-1)  # vLLM: -1 means the model's whole context
 
 # A query, a document or an embedding input: a string or an object such as {"text": ...} or
 # {"content": [{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]}.
@@ -132,11 +157,12 @@ class CohereV2RerankRequest(BaseModel):
     model: StrictStr = Field(description="id of a served reranker (GET /v1/models)")
     query: Side = Field(description='a string (or vlrank\'s {"content": [parts]})')
     documents: Annotated[list[Side], Field(min_length=1)] = Field(description="the texts (or content objects) to score")
-    top_n: StrictInt | None = Field(default=None, ge=1, description="keep only the best n results")
-    max_tokens_per_doc: StrictInt | None = Field(
-        default=None, ge=1, description="accepted for compatibility and not applied: vlrank truncates each pair to "
-                                        "the model's max_length (meta.warnings says so)")
-    priority: StrictInt | None = Field(default=None, description="accepted for compatibility; not applied")
+    top_n: StrictPositive | None = Field(default=None, description="keep only the best n results")
+    max_tokens_per_doc: StrictPositive | None = Field(
+        default=None,
+        description="accepted for compatibility and not applied: vlrank truncates each pair to the model's max_length "
+                    "(meta.warnings says so)")
+    priority: AnyInt32 | None = Field(default=None, description="accepted for compatibility; not applied")
     return_documents: StrictBool = Field(default=False, description="vlrank extension: echo each document")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
     instruction: StrictStr | None = Field(default=None, description="vlrank extension: task instruction")
@@ -162,8 +188,9 @@ class ScoreRequest(BaseModel):
         description="one query, or one query per text_2 (pairs)")
     text_2: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(description="the texts to score")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
-    truncate_prompt_tokens: StrictInt | None = Field(
-        default=None, description="accepted for compatibility and not applied (pairs keep the model's max_length)")
+    truncate_prompt_tokens: PromptTokens | None = Field(
+        default=None,
+        description="accepted for compatibility and not applied (pairs keep the model's max_length)")
     user: StrictStr | None = Field(default=None, description="accepted for compatibility; ignored")
 
 
