@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::budget::{frame_list_fetch_size, VideoOptions};
 use super::patchify::patchify_video;
-use super::resize::resize_frames;
+use super::resize::{resize_frames, Frame};
 use crate::error::{Error, Result};
 use crate::image::{resize_bicubic, source_to_rgb, Options, Rgb, Source};
 
@@ -37,9 +37,10 @@ pub fn fetch_frame_list(sources: &[Source], opts: &VideoOptions, max_decode_pixe
     Ok(frames)
 }
 
-/// Second resize of the sampled frames to (resized_height, resized_width) and the processor's
-/// rows: (T/2 * H/16 * W/16) x 1536 float32 values.
-pub fn preprocess_frames(frames: &[Rgb], resized_height: usize, resized_width: usize) -> Result<Vec<f32>> {
+/// Second resize of the sampled frames (borrowed where they lie) to (resized_height,
+/// resized_width) and the processor's rows: (T/2 * H/16 * W/16) x 1536 float32 values, written
+/// once into one fallible allocation.
+pub fn preprocess_frames(frames: &[Frame], resized_height: usize, resized_width: usize) -> Result<Vec<f32>> {
     if frames.is_empty() || frames.len() % 2 != 0 {
         return Err(Error::invalid(
             "frames",
@@ -53,7 +54,7 @@ pub fn preprocess_frames(frames: &[Rgb], resized_height: usize, resized_width: u
         ));
     }
     let (h, w) = (frames[0].height, frames[0].width);
-    if let Some(k) = frames.iter().position(|f| (f.height, f.width) != (h, w)) {
+    if let Some(k) = frames.iter().position(|f| (f.height, f.width) != (h, w) || f.data.len() != h * w * 3) {
         return Err(Error::invalid(format!("frames[{k}]"), format!("frame {k} is {}x{}, frame 0 {w}x{h}; pass frames of one size", frames[k].width, frames[k].height)));
     }
     let resized = resize_frames(frames, resized_height, resized_width)?;
@@ -68,24 +69,30 @@ mod tests {
         Rgb { width: w, height: h, data: vec![v; h * w * 3] }
     }
 
+    fn refs(frames: &[Rgb]) -> Vec<Frame<'_>> {
+        frames.iter().map(Frame::from).collect()
+    }
+
     #[test]
     fn odd_or_empty_frame_counts_are_refused() {
         assert!(preprocess_frames(&[], 32, 32).is_err());
-        assert!(preprocess_frames(&[frame(32, 32, 0)], 32, 32).is_err());
+        assert!(preprocess_frames(&refs(&[frame(32, 32, 0)]), 32, 32).is_err());
     }
 
     #[test]
     fn sizes_must_be_multiples_of_32_and_frames_one_size() {
         let two = [frame(32, 32, 0), frame(32, 32, 0)];
-        assert!(preprocess_frames(&two, 48, 32).is_err());
+        assert!(preprocess_frames(&refs(&two), 48, 32).is_err());
         let mixed = [frame(32, 32, 0), frame(64, 32, 0)];
-        assert!(preprocess_frames(&mixed, 32, 32).is_err());
+        assert!(preprocess_frames(&refs(&mixed), 32, 32).is_err());
+        let short = [Frame { data: &[0; 10], height: 32, width: 32 }, Frame { data: &[0; 10], height: 32, width: 32 }];
+        assert!(preprocess_frames(&short, 32, 32).is_err());
     }
 
     #[test]
     fn one_pair_gives_rows_of_1536_normalised_values() {
         let two = [frame(40, 40, 255), frame(40, 40, 255)];
-        let v = preprocess_frames(&two, 64, 32).unwrap();
+        let v = preprocess_frames(&refs(&two), 64, 32).unwrap();
         assert_eq!(v.len(), 4 * 2 * 1536);
         assert!(v.iter().all(|&x| x == 1.0));
     }
