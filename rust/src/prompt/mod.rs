@@ -108,6 +108,13 @@ pub struct Overflow {
     pub message: String,
 }
 
+impl Overflow {
+    /// A row's overflow before the builder names the row.
+    fn unnamed(needed: usize, image_tokens: usize, fixed_tokens: usize, message: String) -> Self {
+        Overflow { field: String::new(), needed, image_tokens, fixed_tokens, message }
+    }
+}
+
 /// One row of a call: its ids, or why it does not fit (the other rows are unaffected).
 pub type Row = std::result::Result<Vec<u32>, Overflow>;
 
@@ -205,29 +212,24 @@ fn instruction_or<'a>(instruction: Option<&'a str>, default: &'a str) -> &'a str
 
 fn vl_rerank_skeleton(tok: &Tokenizer, marks: &Marks, query: &Side, document: &Side, instruction: &str) -> Result<Skeleton> {
     let mut a = Assembler::new(tok);
-    a.control(marks.im_start)?;
-    a.fixed("system\n");
+    a.open(marks, "system\n")?;
     a.fixed(RERANK_SYSTEM);
-    a.control(marks.im_end)?;
-    a.fixed("\n");
-    a.control(marks.im_start)?;
-    a.fixed("user\n<Instruct>: ");
+    a.close(marks)?;
+    a.open(marks, "user\n<Instruct>: ")?;
     a.text(instruction);
     a.fixed("<Query>:");
     a.side(marks, query)?;
     a.fixed("\n<Document>:");
     a.side(marks, document)?;
-    a.control(marks.im_end)?;
-    a.fixed("\n");
-    a.control(marks.im_start)?;
-    a.fixed("assistant\n");
+    a.close(marks)?;
+    a.open(marks, "assistant\n")?;
     a.finish()
 }
 
 /// One reranker row from its skeleton: the truncated ids when they fit the context. The length
 /// after truncation is computed from the skeleton (the pads are special tokens, so they only move
 /// the budget of the others): the row is refused before it is written.
-fn vl_rerank_row(sk: &Skeleton, special: &[u32], max_length: usize, media: usize) -> Result<std::result::Result<Vec<u32>, Overflow>> {
+fn vl_rerank_row(sk: &Skeleton, special: &[u32], max_length: usize, media: usize) -> Result<Row> {
     let head = sk.ids.len() - VL_RERANK_KEPT_TAIL;
     let specials = sk.ids[..head].iter().filter(|t| special.contains(t)).count();
     let others = head - specials;
@@ -245,17 +247,16 @@ fn vl_rerank_row(sk: &Skeleton, special: &[u32], max_length: usize, media: usize
     let (image_tokens, images) = sk.image_pads();
     let fixed_tokens = kept(video_extra) - images;
     let needed = fixed_tokens.saturating_add(image_tokens);
-    Ok(Err(Overflow {
-        field: String::new(),
+    Ok(Err(Overflow::unnamed(
         needed,
         image_tokens,
         fixed_tokens,
-        message: format!(
+        format!(
             "the prompt needs {needed} tokens ({image_tokens} of them image tokens{}) but the model's context holds \
              {CONTEXT_TOKENS}; pass fewer or smaller images (lower max_pixels), shorter videos or shorter texts",
             media_clause(media)
         ),
-    }))
+    )))
 }
 
 /// Qwen3-VL-Reranker prompt ids of one query against each document, in parallel (order kept).
@@ -314,24 +315,19 @@ fn is_punctuation(c: char) -> bool {
 
 fn vl_embed_skeleton(tok: &Tokenizer, marks: &Marks, input: &Side, instruction: &str) -> Result<Skeleton> {
     let mut a = Assembler::new(tok);
-    a.control(marks.im_start)?;
-    a.fixed("system\n");
+    a.open(marks, "system\n")?;
     a.text(instruction);
-    a.control(marks.im_end)?;
-    a.fixed("\n");
-    a.control(marks.im_start)?;
-    a.fixed("user\n");
+    a.close(marks)?;
+    a.open(marks, "user\n")?;
     a.side(marks, input)?;
-    a.control(marks.im_end)?;
-    a.fixed("\n");
-    a.control(marks.im_start)?;
-    a.fixed("assistant\n");
+    a.close(marks)?;
+    a.open(marks, "assistant\n")?;
     a.finish()
 }
 
 /// One embedding row: the first `max_length` ids (the official processor's right truncation),
 /// unless that cuts a pad run, which the reference processor refuses too.
-fn vl_embed_row(sk: &Skeleton, max_length: usize, media: usize) -> Result<std::result::Result<Vec<u32>, Overflow>> {
+fn vl_embed_row(sk: &Skeleton, max_length: usize, media: usize) -> Result<Row> {
     let through = sk.through_last_pad();
     if through <= max_length {
         let mut ids = sk.expand()?;
@@ -342,17 +338,16 @@ fn vl_embed_row(sk: &Skeleton, max_length: usize, media: usize) -> Result<std::r
     let needed = sk.len();
     // What must fit within max_length beside the image pads: everything up to the last pad.
     let fixed_tokens = through.saturating_sub(image_tokens);
-    Ok(Err(Overflow {
-        field: String::new(),
+    Ok(Err(Overflow::unnamed(
         needed,
         image_tokens,
         fixed_tokens,
-        message: format!(
+        format!(
             "the input needs {needed} tokens ({image_tokens} of them for its images{}) but max_length is {max_length}, \
              which would cut an image; pass a larger max_length (up to {CONTEXT_TOKENS}) or smaller images (lower max_pixels)",
             media_clause(media)
         ),
-    }))
+    )))
 }
 
 /// Qwen3-VL-Embedding prompt ids of each input, in parallel (order kept). A row longer than
@@ -419,18 +414,13 @@ pub fn text_rerank_ids<S: AsRef<str> + Sync>(
 fn text_rerank_frame(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
     let marks = Marks::of(tok)?;
     let mut p = Assembler::new(tok);
-    p.control(marks.im_start)?;
-    p.fixed("system\n");
+    p.open(&marks, "system\n")?;
     p.fixed(RERANK_SYSTEM);
-    p.control(marks.im_end)?;
-    p.fixed("\n");
-    p.control(marks.im_start)?;
-    p.fixed("user\n");
+    p.close(&marks)?;
+    p.open(&marks, "user\n")?;
     let mut s = Assembler::new(tok);
-    s.control(marks.im_end)?;
-    s.fixed("\n");
-    s.control(marks.im_start)?;
-    s.fixed("assistant\n");
+    s.close(&marks)?;
+    s.open(&marks, "assistant\n")?;
     s.control(tok.required_id("<think>")?)?;
     s.fixed("\n\n");
     s.control(tok.required_id("</think>")?)?;

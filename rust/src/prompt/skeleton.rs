@@ -11,8 +11,8 @@ use crate::tokenize::Tokenizer;
 
 /// Control-token ids of the chat template, looked up by name in the tokenizer.
 pub(super) struct Marks {
-    pub im_start: u32,
-    pub im_end: u32,
+    im_start: u32,
+    im_end: u32,
     vision_start: u32,
     vision_end: u32,
     image_pad: u32,
@@ -116,6 +116,19 @@ impl<'t> Assembler<'t> {
     pub fn control(&mut self, id: u32) -> Result<()> {
         self.flush()?;
         self.out.ids.push(id);
+        Ok(())
+    }
+    /// A chat turn's start: `<|im_start|>` and the role line (e.g. `"system\n"`), whose text runs on
+    /// into what follows it.
+    pub fn open(&mut self, marks: &Marks, role: &'static str) -> Result<()> {
+        self.control(marks.im_start)?;
+        self.fixed(role);
+        Ok(())
+    }
+    /// A chat turn's end: `<|im_end|>\n`.
+    pub fn close(&mut self, marks: &Marks) -> Result<()> {
+        self.control(marks.im_end)?;
+        self.fixed("\n");
         Ok(())
     }
     /// `<|vision_start|>`, `len` pads (held as one run), `<|vision_end|>`.

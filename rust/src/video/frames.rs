@@ -8,7 +8,7 @@ use super::budget::{frame_list_fetch_size, VideoOptions};
 use super::patchify::patchify_video;
 use super::resize::{resize_frames, Frame};
 use crate::error::{Error, Result};
-use crate::image::{resize_bicubic, source_to_rgb, Options, Rgb, Source};
+use crate::image::{resize_bicubic, source_to_rgb, Options, Rgb, Source, DEFAULT_MAX_DECODE_PIXELS};
 
 /// Decode each frame of a frame list (RGBA composited on white, other modes to RGB) and resize it
 /// to its factor-64 fetch size. Every frame must fetch to the first frame's size: the processor
@@ -45,6 +45,13 @@ pub fn preprocess_frames(frames: &[Frame], resized_height: usize, resized_width:
         return Err(Error::invalid(
             "frames",
             format!("{} frames; pass an even, non-zero number of frames (the plan pads to even)", frames.len()),
+        ));
+    }
+    let resized_pixels = (resized_height as u64).saturating_mul(resized_width as u64);
+    if resized_pixels > DEFAULT_MAX_DECODE_PIXELS {
+        return Err(Error::invalid(
+            "resized_height",
+            format!("resized size {resized_width}x{resized_height}; pass the plan's resized_height / resized_width (at most {DEFAULT_MAX_DECODE_PIXELS} pixels)"),
         ));
     }
     if resized_height == 0 || resized_width == 0 || resized_height % 32 != 0 || resized_width % 32 != 0 {
@@ -85,6 +92,7 @@ mod tests {
         assert!(preprocess_frames(&refs(&two), 48, 32).is_err());
         let mixed = [frame(32, 32, 0), frame(64, 32, 0)];
         assert!(preprocess_frames(&refs(&mixed), 32, 32).is_err());
+        assert!(preprocess_frames(&refs(&two), 1 << 31, 1 << 31).is_err()); // refused before any buffer
         let short = [Frame { data: &[0; 10], height: 32, width: 32 }, Frame { data: &[0; 10], height: 32, width: 32 }];
         assert!(preprocess_frames(&short, 32, 32).is_err());
     }

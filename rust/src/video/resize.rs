@@ -59,15 +59,16 @@ pub fn cubic_filter(x: f32) -> f32 {
 }
 
 /// ATen `_compute_index_ranges_weights` (antialias = true, align_corners = false, no scale given).
-pub fn axis_weights(input_size: usize, output_size: usize) -> AxisWeights {
+/// Allocated fallibly (an upscale to a huge output is a typed error, never an abort).
+pub fn axis_weights(input_size: usize, output_size: usize) -> Result<AxisWeights> {
     assert!(input_size > 0 && output_size > 0);
     let scale: f32 = input_size as f32 / output_size as f32;
     let support: f32 = if scale >= 1.0 { (2.0f64 * scale as f64) as f32 } else { 2.0 };
     let max_taps = support.ceil() as usize * 2 + 1;
     let invscale: f32 = if scale >= 1.0 { (1.0f64 / scale as f64) as f32 } else { 1.0 };
-    let mut xmin = Vec::with_capacity(output_size);
-    let mut xsize = Vec::with_capacity(output_size);
-    let mut weights = vec![0f32; output_size * max_taps];
+    let mut xmin = try_with_capacity(output_size, "video resize weights")?;
+    let mut xsize = try_with_capacity(output_size, "video resize weights")?;
+    let mut weights: Vec<f32> = try_zeroed(output_size.saturating_mul(max_taps), "video resize weights")?;
     for i in 0..output_size {
         let center: f32 = (scale as f64 * (i as f64 + 0.5)) as f32;
         let lo = (((center - support) as f64 + 0.5) as i64).max(0);
@@ -92,7 +93,7 @@ pub fn axis_weights(input_size: usize, output_size: usize) -> AxisWeights {
         xmin.push(lo as usize);
         xsize.push(size);
     }
-    AxisWeights { xmin, xsize, max_taps, weights }
+    Ok(AxisWeights { xmin, xsize, max_taps, weights })
 }
 
 #[inline]
@@ -135,7 +136,7 @@ pub fn frames_of(data: &[u8], height: usize, width: usize) -> Vec<Frame<'_>> {
 /// h x out_w x 3 float32 temporary.
 fn width_pass(src: &Frame, out_w: usize) -> Result<Vec<f32>> {
     let (h, w) = (src.height, src.width);
-    let aw = axis_weights(w, out_w);
+    let aw = axis_weights(w, out_w)?;
     let mut tmp: Vec<f32> = try_zeroed(h * out_w * 3, "video frame")?;
     for (y, row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
         let srow = &src.data[y * w * 3..(y + 1) * w * 3];
@@ -153,7 +154,7 @@ fn width_pass(src: &Frame, out_w: usize) -> Result<Vec<f32>> {
 /// The height pass over rows of `stride` values read by `value(index)`, rounded to uint8 as each
 /// output is summed (the kernel rounds the pass's float32 result, value by value).
 fn height_pass(value: impl Fn(usize) -> f32, h: usize, out_h: usize, stride: usize) -> Result<Vec<u8>> {
-    let ah = axis_weights(h, out_h);
+    let ah = axis_weights(h, out_h)?;
     let mut out: Vec<u8> = try_zeroed(out_h * stride, "video frame")?;
     for (y, row) in out.chunks_exact_mut(stride).enumerate() {
         let (y0, n) = (ah.xmin[y], ah.xsize[y]);
