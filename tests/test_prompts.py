@@ -361,3 +361,18 @@ def test_errors(tok: vlrank.Tokenizer) -> None:
     with pytest.raises(InvalidInputError) as e:
         text_rerank_one(tok, query="q", document=None)  # type: ignore[arg-type]
     assert e.value.field == "documents[0]"
+
+
+def test_a_row_over_the_context_comes_back_beside_the_others(tok: vlrank.Tokenizer) -> None:
+    rows = _native.build_vl_rerank_ids(tok, query=Side(texts=["q"]), documents=[
+        Side(texts=["a"]), Side(texts=["b"], images=[20_000, 20_000]), Side(texts=["c"], images=[4])])
+    assert isinstance(rows[0], list) and rows[2].count(IMAGE_PAD) == 4  # the other rows are built
+    over = rows[1]
+    assert isinstance(over, _native.ContextOverflow) and over.field == "documents[1]"
+    # What the row needs besides its image pads is the row with one-token images, less those pads.
+    one = vl_rerank_one(tok, query_images=[], query_texts=["q"], doc_images=[1, 1], doc_texts=["b"])
+    assert (over.fixed_tokens, over.image_tokens) == (len(one) - 2, 40_000)
+    assert over.needed == over.fixed_tokens + over.image_tokens
+    err = over.error()
+    assert isinstance(err, ContextTooLongError) and err.field == "documents[1]"
+    assert str(err).startswith("documents[1]: ") and f"needs {over.needed} tokens" in str(err)

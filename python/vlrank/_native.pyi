@@ -93,7 +93,8 @@ def fetch_video_frames(
 def preprocess_video_frames(
     frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
 ) -> tuple[_npt.NDArray[_np.float32], tuple[int, int, int]]:
-    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w))."""
+    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w)).
+    C-contiguous frames are read in place (others copied once); a refused allocation is ImageTooLargeError."""
 
 def resize_video_frames(
     frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
