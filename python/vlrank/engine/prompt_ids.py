@@ -96,7 +96,7 @@ def vl_rerank_ids(tokenizer, *, query, documents: Sequence, query_images: Sequen
     doc_videos = doc_videos or [()] * len(documents)
     rows = _native.build_vl_rerank_ids(
         tokenizer, query=_side(query.texts, query_images, query_videos),
-        documents=[_side(d.texts, imgs, v) for d, imgs, v in zip(documents, doc_images, doc_videos, strict=True)],
+        documents=[_side(d.texts, imgs, v) for d, imgs, v in zip(documents, doc_images, doc_videos)],
         instruction=instruction, max_length=max_length)
     return _raise_first_overflow(rows, [list(query_images) + list(imgs) for imgs in doc_images], field="documents",
                                  min_pixels=min_pixels, max_pixels=max_pixels)
@@ -109,7 +109,7 @@ def vl_embed_ids(tokenizer, *, inputs: Sequence, images: Sequence[Sequence[Any]]
     raises a ContextTooLongError naming it, with the max_length or max_pixels that fits."""
     videos = videos or [()] * len(inputs)
     rows = _native.build_vl_embed_ids(
-        tokenizer, inputs=[_side(x.texts, imgs, v) for x, imgs, v in zip(inputs, images, videos, strict=True)],
+        tokenizer, inputs=[_side(x.texts, imgs, v) for x, imgs, v in zip(inputs, images, videos)],
         instruction=instruction, max_length=max_length)
     return _raise_first_overflow(rows, images, field="input", min_pixels=min_pixels, max_pixels=max_pixels,
                                  max_length=max_length)
