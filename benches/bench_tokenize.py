@@ -21,6 +21,7 @@ from pathlib import Path
 
 import benchlib
 import vlrank
+from vlrank import _native
 from vlrank.preprocess import prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,10 +80,10 @@ def main() -> None:
     # Prompt assembly for a rerank call: one query, 100 passages (text reranker and VL reranker).
     docs = corpora["passage (~250 tok) x 500"][:100]
     q = corpora["query (~12 tok) x 2000"][0]
-    t_text = best_time(lambda: prompts.build_text_rerank_ids_batch(vl, query=q, documents=docs), a.repeats)
-    vl_docs = [([256], [d]) for d in docs]
+    t_text = best_time(lambda: _native.build_text_rerank_ids(vl, query=q, documents=docs), a.repeats)
+    vl_docs = [prompts.Side(texts=[d], images=[256]) for d in docs]
     t_vlp = best_time(
-        lambda: prompts.build_vl_rerank_ids_batch(vl, query_images=[], query_texts=[q], documents=vl_docs), a.repeats
+        lambda: _native.build_vl_rerank_ids(vl, query=prompts.Side(texts=[q]), documents=vl_docs), a.repeats
     )
 
     lines = [

@@ -14,6 +14,7 @@ from vlrank import _native
 from vlrank.errors import ContextTooLongError
 from vlrank.export import export as export_model
 from vlrank.inputs import ParsedInput
+from vlrank.preprocess.prompts import Side
 from vlrank.engine.prompt_ids import vl_embed_ids, vl_rerank_ids
 from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower
 from vlrank.engine.sessions import create_session
@@ -76,9 +77,9 @@ def test_golden_rerank_cases_in_one_mixed_batch(case, rerank_model, tokenizer):
                                      + [[_image_bytes(p) for p in d.get("images", [])] for d in docs])
     rows, row_images = [], []
     for doc, imgs, res in zip(docs, d_imgs, case["results"]):
-        ids = _native.build_vl_rerank_ids(
-            tokenizer, query_images=ImageBatch.token_counts(q_imgs), query_texts=q.get("texts", []),
-            doc_images=ImageBatch.token_counts(imgs), doc_texts=doc.get("texts", []),
+        (ids,) = _native.build_vl_rerank_ids(
+            tokenizer, query=Side(texts=q.get("texts", []), images=ImageBatch.token_counts(q_imgs)),
+            documents=[Side(texts=doc.get("texts", []), images=ImageBatch.token_counts(imgs))],
             instruction=case["instruction"], max_length=case["max_length"])
         assert list(ids) == res["input_ids"]
         np.testing.assert_array_equal(images.positions(ids, q_imgs + imgs, image_pad_id=IMAGE_PAD),
@@ -101,8 +102,9 @@ def test_golden_embed_cases(embed_model, tokenizer):
     per_case = images.prepare([[_image_bytes(p) for p in c["input"]["images"]] for c in cases])
     rows = []
     for case, imgs in zip(cases, per_case):
-        ids = _native.build_vl_embed_ids(tokenizer, images=ImageBatch.token_counts(imgs),
-                                         texts=case["input"].get("texts", []), instruction=case["instruction"])
+        (ids,) = _native.build_vl_embed_ids(
+            tokenizer, inputs=[Side(texts=case["input"].get("texts", []), images=ImageBatch.token_counts(imgs))],
+            instruction=case["instruction"])
         assert len(ids) == case["prompt_tokens"]
         rows.append(list(ids))
     vectors = _run_decoder(sess, "embedding", rows, per_case, images)
@@ -170,8 +172,9 @@ def test_context_error_names_tokens_and_a_max_pixels_that_fits(tokenizer):
                       instruction=None, max_length=10240, min_pixels=4096, max_pixels=50_000_000)
     err = info.value
     assert err.field == "documents[1]"
-    text_tokens = len(_native.build_vl_rerank_ids(tokenizer, query_images=[], query_texts=["q"], doc_images=[1],
-                                                  doc_texts=["a caption"])) - 1
+    (one_token_image,) = _native.build_vl_rerank_ids(tokenizer, query=Side(texts=["q"]),
+                                                     documents=[Side(texts=["a caption"], images=[1])])
+    text_tokens = len(one_token_image) - 1
     msg = str(err)
     assert f"needs {40_000 + text_tokens} tokens" in msg
     fit = (32_768 - text_tokens) * 1024

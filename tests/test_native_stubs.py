@@ -9,6 +9,7 @@ from pathlib import Path
 
 import vlrank
 from vlrank import _native
+from vlrank.preprocess.prompts import Side
 
 STUB = Path(vlrank.__file__).parent / "_native.pyi"
 
@@ -70,7 +71,7 @@ def test_template_token_constants_are_the_tokenizers_control_tokens(golden_dir: 
                    "VISION_START_TOKEN": 151652, "VISION_END_TOKEN": 151653, "IMAGE_PAD_TOKEN": 151655}
     # An image of n tokens costs n pads plus its two markers in a prompt.
     assert _native.IMAGE_MARKER_TOKENS == 2
-    prompt = _native.build_vl_embed_ids(tok, images=[4], texts=[])
+    (prompt,) = _native.build_vl_embed_ids(tok, inputs=[Side(images=[4])])
     assert prompt.count(ids["IMAGE_PAD_TOKEN"]) == 4
     start = prompt.index(ids["VISION_START_TOKEN"])
     assert prompt[start + 4 + _native.IMAGE_MARKER_TOKENS - 1] == ids["VISION_END_TOKEN"]

@@ -16,6 +16,7 @@ from vlrank.engine.sessions import create_session
 from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower, video_pair_images
 from vlrank.export import export as export_model
 from vlrank.preprocess import video as pv
+from vlrank.preprocess.prompts import Side
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"
@@ -87,10 +88,10 @@ def test_golden_video_rerank_scores(case, rerank_model, tokenizer):
     rows, blocks = [], []
     for doc, res in zip(case["documents"], case["results"]):
         d_blocks, d_imgs, d_vids = _side(doc, images, tower.merge)
-        ids = _native.build_vl_rerank_ids(
-            tokenizer, query_images=q_imgs, query_texts=q.get("texts", []), doc_images=d_imgs,
-            doc_texts=doc.get("texts", []), instruction=case["instruction"], max_length=case["max_length"],
-            query_videos=q_vids, doc_videos=d_vids)
+        (ids,) = _native.build_vl_rerank_ids(
+            tokenizer, query=Side(texts=q.get("texts", []), images=q_imgs, videos=q_vids),
+            documents=[Side(texts=doc.get("texts", []), images=d_imgs, videos=d_vids)],
+            instruction=case["instruction"], max_length=case["max_length"])
         assert list(ids) == res["input_ids"] and len(ids) == res["prompt_tokens"]
         rows.append(list(ids))
         blocks.append(q_blocks + d_blocks)
@@ -119,8 +120,8 @@ def test_golden_video_embeddings(embed_model, tokenizer):
     for case in EMBED:  # one decoder run each: the longest prompts hold ~8k tokens
         x = case["input"]
         bl, imgs, vids = _side(x, images, tower.merge)
-        ids = _native.build_vl_embed_ids(tokenizer, images=imgs, texts=x.get("texts", []),
-                                         instruction=case["instruction"], max_length=case["max_length"], videos=vids)
+        (ids,) = _native.build_vl_embed_ids(tokenizer, inputs=[Side(texts=x.get("texts", []), images=imgs, videos=vids)],
+                                            instruction=case["instruction"], max_length=case["max_length"])
         assert list(ids) == case["input_ids"]
         (vec,), _ = _run(sess, "embedding", images, [list(ids)], [bl])
         ref = np.asarray(case["embedding"], dtype=np.float64)

@@ -13,7 +13,7 @@ import pytest
 import vlrank
 from vlrank import _native
 from vlrank.inputs import video as video_io
-from vlrank.preprocess import prompts
+from vlrank.preprocess.prompts import Side
 from vlrank.preprocess import video as pv
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
@@ -80,18 +80,16 @@ def test_video_rerank_ids_and_positions_exact(tok, case):
         qv, dv = _videos(q, vids[:nq]), _videos(doc, vids[nq:])
         grids = res["image_grid_thw"]
         nqi = len(q.get("images", []))
-        ids = prompts.build_vl_rerank_ids(
-            tok, query_images=_image_counts(grids[:nqi]), query_texts=q.get("texts", []),
-            doc_images=_image_counts(grids[nqi:]), doc_texts=doc.get("texts", []),
-            instruction=case["instruction"], max_length=case["max_length"], query_videos=qv, doc_videos=dv)
+        query = Side(texts=q.get("texts", []), images=_image_counts(grids[:nqi]), videos=qv)
+        doc_side = Side(texts=doc.get("texts", []), images=_image_counts(grids[nqi:]), videos=dv)
+        (ids,) = _native.build_vl_rerank_ids(tok, query=query, documents=[doc_side], instruction=case["instruction"],
+                                             max_length=case["max_length"])
         assert ids == res["input_ids"]
         assert len(ids) == res["prompt_tokens"]
         pos = _positions(ids, vids, grids, _order(q, doc))
         assert pos.tolist() == res["position_ids"]
-        batch = prompts.build_vl_rerank_ids_batch(
-            tok, query_images=_image_counts(grids[:nqi]), query_texts=q.get("texts", []),
-            documents=[(_image_counts(grids[nqi:]), doc.get("texts", []), dv)],
-            instruction=case["instruction"], max_length=case["max_length"], query_videos=qv)
+        batch = _native.build_vl_rerank_ids(tok, query=query, documents=[Side(), doc_side],
+                                            instruction=case["instruction"], max_length=case["max_length"])[1:]
         assert batch == [ids]
 
 
@@ -106,15 +104,14 @@ def test_some_case_truncates_and_keeps_every_video_token():
 def test_video_embed_ids_and_positions_exact(tok, case):
     x = case["input"]
     vids = _videos(x, case["videos"])
-    ids = prompts.build_vl_embed_ids(
-        tok, images=_image_counts(case["image_grid_thw"]), texts=x.get("texts", []),
-        instruction=case["instruction"], max_length=case["max_length"], videos=vids)
+    x_side = Side(texts=x.get("texts", []), images=_image_counts(case["image_grid_thw"]), videos=vids)
+    (ids,) = _native.build_vl_embed_ids(tok, inputs=[x_side], instruction=case["instruction"],
+                                        max_length=case["max_length"])
     assert ids == case["input_ids"] and len(ids) == case["prompt_tokens"]
     pos = _positions(ids, case["videos"], case["image_grid_thw"], _order(x))
     assert pos.tolist() == case["position_ids"]
-    batch = prompts.build_vl_embed_ids_batch(
-        tok, inputs=[(_image_counts(case["image_grid_thw"]), x.get("texts", []), vids)],
-        instruction=case["instruction"], max_length=case["max_length"])
+    batch = _native.build_vl_embed_ids(tok, inputs=[Side(texts=["x"]), x_side], instruction=case["instruction"],
+                                       max_length=case["max_length"])[1:]
     assert batch == [ids]
 
 
@@ -122,14 +119,14 @@ def test_video_token_arguments_are_checked(tok):
     from vlrank.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError) as e:
-        prompts.build_vl_embed_ids(tok, images=[], texts=[], videos=[(0, ["<0.5 seconds>"])])
-    assert e.value.field == "input.videos[0]"
+        _native.build_vl_embed_ids(tok, inputs=[Side(videos=[(0, ["<0.5 seconds>"])])])
+    assert e.value.field == "inputs[0].videos[0]"
     with pytest.raises(InvalidInputError) as e:
-        prompts.build_vl_embed_ids(tok, images=[], texts=[], videos=[(4, [])])
-    assert e.value.field == "input.videos[0]"
+        _native.build_vl_embed_ids(tok, inputs=[Side(videos=[(4, [])])])
+    assert e.value.field == "inputs[0].videos[0]"
     with pytest.raises(InvalidInputError) as e:
-        prompts.build_vl_embed_ids(tok, images=[], texts=[], videos=[("x", ["t"])])
-    assert e.value.field == "videos[0]"
+        _native.build_vl_embed_ids(tok, inputs=[Side(videos=[("x", ["t"])])])
+    assert e.value.field == "inputs[0].videos[0]"
     with pytest.raises(InvalidInputError):
         _native.mrope_position_ids([VIDEO_PAD, IMAGE_PAD], image_pad_id=IMAGE_PAD, video_pad_id=VIDEO_PAD,
                                    image_grids=[(1, 2)])

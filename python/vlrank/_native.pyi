@@ -10,6 +10,9 @@ from collections.abc import Sequence as _Seq
 import numpy as _np
 import numpy.typing as _npt
 
+# Any object with .texts, .images (token counts), .videos ((tokens_per_group, timestamp_text) pairs).
+from vlrank.preprocess.prompts import Side as _PromptSide
+
 __version__: str
 
 # ---- geometry / probe / image ----
@@ -90,7 +93,8 @@ def fetch_video_frames(
 def preprocess_video_frames(
     frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
 ) -> tuple[_npt.NDArray[_np.float32], tuple[int, int, int]]:
-    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w))."""
+    """Second resize (torchvision antialiased bicubic) + temporal-pair rows: ((N, 1536) float32, (t, h, w)).
+    C-contiguous frames are read in place (others copied once); a refused allocation is ImageTooLargeError."""
 
 def resize_video_frames(
     frames: _npt.NDArray[_np.uint8], *, resized_height: int, resized_width: int
@@ -134,64 +138,40 @@ VISION_END_TOKEN: str
 IMAGE_PAD_TOKEN: str
 IMAGE_MARKER_TOKENS: int  # tokens an image takes besides its pads: <|vision_start|>, <|vision_end|>
 
+class ContextOverflow:
+    """A row that cannot fit: needed = fixed_tokens + image_tokens; fixed_tokens must fit beside the
+    image pads within the context (an embedding: within max_length)."""
+
+    field: str  # documents[i] / inputs[i]
+    needed: int
+    image_tokens: int
+    fixed_tokens: int
+    message: str
+    def error(self) -> Exception:
+        """The row's ContextTooLongError (field set), to raise."""
+
 def build_vl_rerank_ids(
     tokenizer: Tokenizer,
     *,
-    query_images: _Seq[int],
-    query_texts: _Seq[str],
-    doc_images: _Seq[int],
-    doc_texts: _Seq[str],
+    query: _PromptSide,
+    documents: _Seq[_PromptSide],
     instruction: str | None = None,
     max_length: int = ...,
-    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
-    doc_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
-) -> list[int]:
-    """Qwen3-VL-Reranker prompt ids of one pair (images given as token counts), truncated officially."""
-
-def build_vl_rerank_ids_batch(
-    tokenizer: Tokenizer,
-    *,
-    query_images: _Seq[int],
-    query_texts: _Seq[str],
-    documents: _Seq[tuple[_Seq[int], _Seq[str]]],
-    instruction: str | None = None,
-    max_length: int = ...,
-    query_videos: _Seq[tuple[int, _Seq[str]]] | None = None,
-) -> list[list[int]]:
-    """build_vl_rerank_ids for one query and many (image counts, texts[, videos]) documents, in parallel.
-    A video is (tokens_per_group, timestamp_text) from its plan; a side renders videos, images, texts."""
+) -> list[list[int] | ContextOverflow]:
+    """Qwen3-VL-Reranker ids of the query against each document (parallel, order kept), truncated
+    officially; a row over the context is a ContextOverflow, the others are built."""
 
 def build_vl_embed_ids(
     tokenizer: Tokenizer,
     *,
-    images: _Seq[int],
-    texts: _Seq[str],
+    inputs: _Seq[_PromptSide],
     instruction: str | None = None,
     max_length: int = ...,
-    videos: _Seq[tuple[int, _Seq[str]]] | None = None,
-) -> list[int]:
-    """Qwen3-VL-Embedding prompt ids of one input; longer than max_length -> first max_length ids."""
-
-def build_vl_embed_ids_batch(
-    tokenizer: Tokenizer,
-    *,
-    inputs: _Seq[tuple[_Seq[int], _Seq[str]]],
-    instruction: str | None = None,
-    max_length: int = ...,
-) -> list[list[int]]:
-    """build_vl_embed_ids for many (image counts, texts[, videos]) inputs, in parallel."""
+) -> list[list[int] | ContextOverflow]:
+    """Qwen3-VL-Embedding ids of each input; longer than max_length -> its first max_length ids, a
+    ContextOverflow where that cut would go through an image's or video's tokens."""
 
 def build_text_rerank_ids(
-    tokenizer: Tokenizer,
-    *,
-    query: str,
-    document: str,
-    instruction: str | None = None,
-    max_length: int = ...,
-) -> list[int]:
-    """Qwen3-Reranker (text) prompt ids: prefix + body cut to max_length - frame + suffix."""
-
-def build_text_rerank_ids_batch(
     tokenizer: Tokenizer,
     *,
     query: str,
@@ -199,7 +179,8 @@ def build_text_rerank_ids_batch(
     instruction: str | None = None,
     max_length: int = ...,
 ) -> list[list[int]]:
-    """build_text_rerank_ids for one query and many documents, in parallel."""
+    """Qwen3-Reranker (text) ids of the query against each document: prefix + body cut to
+    max_length - frame + suffix."""
 
 def embed_instruction(instruction: str | None = None) -> str:
     """The embedder's instruction rule: strip; '.' appended unless it ends in P*; default if empty."""

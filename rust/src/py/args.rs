@@ -1,10 +1,16 @@
 //! Argument converters shared by the bindings: Python values to Rust values, a bad value raising
-//! InvalidInputError that names its field and says what to pass instead.
+//! InvalidInputError that names its field and says what to pass instead; numpy arrays in
+//! (`array_values`) and out (`concat`), every copy fallible.
 
+use std::borrow::Cow;
+
+use numpy::ndarray::Dimension;
+use numpy::{Element, PyReadonlyArray};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::error::Error;
+use crate::image::try_with_capacity;
 
 pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> PyErr {
     Error::invalid(field, message).into()
@@ -53,4 +59,29 @@ pub(super) fn counts_arg(obj: &Bound<'_, PyAny>, field: &str, what: &str) -> PyR
                 .ok_or_else(|| invalid(format!("{field}[{i}]"), format!("got {item}; pass {what} (an int >= 0)")))
         })
         .collect()
+}
+
+/// An array's values in C order: borrowed where the array is C-contiguous (the pixel work then reads
+/// the caller's memory, no copy), else one fallible copy. The one converter of numpy input.
+pub(super) fn array_values<'a, T: Element + Copy, D: Dimension>(
+    a: &'a PyReadonlyArray<'_, T, D>,
+    what: &str,
+) -> crate::error::Result<Cow<'a, [T]>> {
+    if let Ok(s) = a.as_slice() {
+        return Ok(Cow::Borrowed(s));
+    }
+    let view = a.as_array();
+    let mut v = try_with_capacity(view.len(), what)?;
+    v.extend(view.iter().copied());
+    Ok(Cow::Owned(v))
+}
+
+/// Parts laid end to end in one fallible allocation (frames into a (T, H, W, 3) array's buffer, which
+/// numpy then takes without a copy). The one converter of array output.
+pub(super) fn concat<'a, T: Copy + 'a>(parts: &[&'a [T]], what: &str) -> crate::error::Result<Vec<T>> {
+    let mut v = try_with_capacity(parts.iter().map(|p| p.len()).sum(), what)?;
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    Ok(v)
 }

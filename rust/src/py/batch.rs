@@ -1,10 +1,12 @@
 //! Bindings of `batch`: token-budgeted batch plans and right-padding into int64 arrays.
 
 use numpy::ndarray::{Array1, Array2, Array3};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray2};
+use std::borrow::Cow;
+
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use super::args::{counts_arg, invalid};
+use super::args::{array_values, counts_arg, invalid};
 use crate::batch;
 
 /// Token-budgeted batches over length-sorted indices (longest first, stable): one int64 array
@@ -41,24 +43,24 @@ fn pad_batch<'py>(
     pad_position: i64,
     min_width: usize,
 ) -> PyResult<PaddedArrays<'py>> {
-    let pos: Option<Vec<Vec<i64>>> = match positions {
+    // Each (3, len) array read in place (copied only where it is not C-contiguous).
+    let pos: Option<Vec<Cow<'_, [i64]>>> = match &positions {
         None => None,
         Some(list) => Some(
             list.iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    let a = a.as_array();
-                    if a.nrows() != 3 {
+                    if a.shape()[0] != 3 {
                         return Err(invalid(format!("positions[{i}]"), format!("has shape {:?}; pass a (3, len) array", a.shape())));
                     }
-                    Ok(a.iter().copied().collect())
+                    Ok(array_values(a, "position ids")?)
                 })
                 .collect::<PyResult<_>>()?,
         ),
     };
     let padded = py.detach(|| {
         let seqs: Vec<&[i64]> = sequences.iter().map(|s| s.as_slice()).collect();
-        let pos_refs: Option<Vec<&[i64]>> = pos.as_ref().map(|p| p.iter().map(|v| v.as_slice()).collect());
+        let pos_refs: Option<Vec<&[i64]>> = pos.as_ref().map(|p| p.iter().map(|v| v.as_ref()).collect());
         batch::pad_right(&seqs, pad_id, pos_refs.as_deref(), pad_position, min_width)
     })?;
     let (b, l) = (padded.rows, padded.width);

@@ -20,17 +20,21 @@ impl From<Error> for PyErr {
             Error::Tokenizer { .. } => ("TokenizerError", None),
             Error::Io { .. } => ("InvalidInputError", None),
         };
-        let message = err.to_string();
-        Python::attach(|py| {
-            let build = || -> PyResult<PyErr> {
-                let cls = py.import("vlrank.errors")?.getattr(class)?;
-                let kwargs = PyDict::new(py);
-                if let Some(field) = field {
-                    kwargs.set_item("field", field)?;
-                }
-                Ok(PyErr::from_value(cls.call((message.as_str(),), Some(&kwargs))?))
-            };
-            build().unwrap_or_else(|_| PyRuntimeError::new_err(message.clone()))
-        })
+        vlrank_error(class, &err.to_string(), field)
     }
+}
+
+/// An instance of the `vlrank.errors` class `class` (RuntimeError should that module be unusable).
+pub(super) fn vlrank_error(class: &str, message: &str, field: Option<&str>) -> PyErr {
+    Python::attach(|py| {
+        let build = || -> PyResult<PyErr> {
+            let cls = py.import("vlrank.errors")?.getattr(class)?;
+            let kwargs = PyDict::new(py);
+            if let Some(field) = field {
+                kwargs.set_item("field", field)?;
+            }
+            Ok(PyErr::from_value(cls.call((message,), Some(&kwargs))?))
+        };
+        build().unwrap_or_else(|_| PyRuntimeError::new_err(message.to_owned()))
+    })
 }

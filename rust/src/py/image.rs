@@ -1,6 +1,7 @@
 //! Bindings of `probe` and `image`: header probes and the reference preprocessing of encoded bytes,
 //! file paths or uint8 arrays, many images per call, in parallel with the GIL released.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use numpy::ndarray::{Array2, Array3};
@@ -9,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
 use rayon::prelude::*;
 
-use super::args::{invalid, type_name};
+use super::args::{array_values, invalid, type_name};
 use crate::error::{Error, Result};
 use crate::geometry::{DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS};
 use crate::image::{self, Options, Preprocessed, Source, DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT, DEFAULT_MAX_DECODE_PIXELS};
@@ -44,7 +45,10 @@ pub(super) fn hold<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<Held<'
             return Err(invalid(field, format!(
                 "image array of shape {:?}; pass a uint8 array (H, W), (H, W, 3) or (H, W, 4) (RGBA)", a.shape())));
         }
-        let copy = if a.as_slice().is_ok() { None } else { Some(a.as_array().iter().copied().collect()) };
+        let copy = match array_values(&a, field)? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(v) => Some(v),
+        };
         return Ok(Held::Array(a, copy));
     }
     if let Ok(a) = obj.cast::<PyUntypedArray>() {

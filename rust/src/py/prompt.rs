@@ -1,17 +1,20 @@
-//! Bindings of `prompt`: the prompt ids of the three model families (one or many per call, GIL
-//! released), the embedder's instruction rule, and the template constants.
+//! Bindings of `prompt`: one builder per model family over a whole call (GIL released, rows in
+//! parallel), returning per row its ids or a `ContextOverflow`; the embedder's instruction rule;
+//! the template constants.
 
 use pyo3::prelude::*;
 
-use super::args::{counts_arg, invalid, opt_text_arg, text_arg, texts_arg};
+use super::args::{counts_arg, invalid, opt_text_arg, text_arg, texts_arg, type_name};
+use super::error::vlrank_error;
 use super::tokenizer::PyTokenizer;
-use crate::prompt::{self, Side, VideoTokens};
+use crate::prompt::{self, Overflow, Row, Side, VideoTokens};
 
+const SIDE_HINT: &str = "pass a vlrank.preprocess.prompts.Side (texts, images = image token counts, videos = \
+                         (tokens_per_group, timestamp_text) pairs)";
 const VIDEO_HINT: &str = "pass a list of (tokens_per_group, timestamp_text) pairs, one per video (its plan's fields)";
 
-/// Videos of a side: (tokens_per_group, [timestamp text per pair]) pairs; None means none.
-fn videos_arg(obj: Option<&Bound<'_, PyAny>>, field: &str) -> PyResult<Vec<VideoTokens>> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
+/// Videos of a side: (tokens_per_group, [timestamp text per pair]) pairs.
+fn videos_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<VideoTokens>> {
     let iter = obj.try_iter().map_err(|_| invalid(field, VIDEO_HINT))?;
     iter.enumerate()
         .map(|(i, item)| {
@@ -24,140 +27,100 @@ fn videos_arg(obj: Option<&Bound<'_, PyAny>>, field: &str) -> PyResult<Vec<Video
         .collect()
 }
 
-/// One prompt side from its image token counts, texts and videos (fields `{name}_images`, ...).
-fn side_arg(images: &Bound<'_, PyAny>, texts: &Bound<'_, PyAny>, videos: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Side> {
+/// One prompt side: any object with `texts`, `images` (token counts) and `videos` attributes.
+fn side_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Side> {
+    let attr = |name: &str| {
+        obj.getattr(name).map_err(|_| invalid(field, format!("got {} without .{name}; {SIDE_HINT}", type_name(obj))))
+    };
     Ok(Side {
-        images: counts_arg(images, &format!("{name}_images"), "image token counts")?,
-        texts: texts_arg(texts, &format!("{name}_texts"))?,
-        videos: videos_arg(videos, &format!("{name}_videos"))?,
+        texts: texts_arg(&attr("texts")?, &format!("{field}.texts"))?,
+        images: counts_arg(&attr("images")?, &format!("{field}.images"), "image token counts")?,
+        videos: videos_arg(&attr("videos")?, &format!("{field}.videos"))?,
     })
 }
 
-/// A sequence of (image token counts, texts) pairs or (image token counts, texts, videos) triples.
+/// A sequence of sides, named `{field}[i]`.
 fn sides_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<Side>> {
-    let iter = obj.try_iter().map_err(|_| invalid(field, "pass a list of (image_token_counts, texts[, videos]) tuples"))?;
-    iter.enumerate()
-        .map(|(i, item)| {
-            let item = item?;
-            let bad = || invalid(format!("{field}[{i}]"), "pass an (image_token_counts, texts[, videos]) tuple, e.g. ([256], [\"caption\"])");
-            let n = item.len().map_err(|_| bad())?;
-            let (imgs, txts, vids) = match n {
-                2 => { let (a, b): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| bad())?; (a, b, None) }
-                3 => { let (a, b, c): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| bad())?; (a, b, Some(c)) }
-                _ => return Err(bad()),
-            };
-            Ok(Side {
-                images: counts_arg(&imgs, &format!("{field}[{i}].images"), "image token counts")?,
-                texts: texts_arg(&txts, &format!("{field}[{i}].texts"))?,
-                videos: videos_arg(vids.as_ref(), &format!("{field}[{i}].videos"))?,
-            })
+    let iter = obj.try_iter().map_err(|_| invalid(field, format!("got {}; {SIDE_HINT}, a list of them", type_name(obj))))?;
+    iter.enumerate().map(|(i, item)| side_arg(&item?, &format!("{field}[{i}]"))).collect()
+}
+
+/// A row that does not fit: its field, the tokens it needs and of them its image pads, and the
+/// tokens besides its image pads that must fit beside them (the context, or an embedding's
+/// max_length, less these, spread over the images, is the most each image may take).
+#[pyclass(frozen, get_all, name = "ContextOverflow", module = "vlrank._native")]
+struct PyOverflow {
+    field: String,
+    needed: usize,
+    image_tokens: usize,
+    fixed_tokens: usize,
+    message: String,
+}
+
+#[pymethods]
+impl PyOverflow {
+    /// The row's ContextTooLongError (`field` set, the message starting with it), to raise.
+    fn error(&self) -> PyErr {
+        vlrank_error("ContextTooLongError", &format!("{}: {}", self.field, self.message), Some(&self.field))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ContextOverflow(field={:?}, needed={}, image_tokens={}, fixed_tokens={})", self.field, self.needed, self.image_tokens, self.fixed_tokens)
+    }
+}
+
+/// Rows as Python values: `list[int]` where the row fits, a `ContextOverflow` where it does not.
+fn rows_out(py: Python<'_>, rows: Vec<Row>) -> PyResult<Vec<Py<PyAny>>> {
+    rows.into_iter()
+        .map(|row| match row {
+            Ok(ids) => Ok(ids.into_pyobject(py)?.into_any().unbind()),
+            Err(Overflow { field, needed, image_tokens, fixed_tokens, message }) => {
+                Ok(Py::new(py, PyOverflow { field, needed, image_tokens, fixed_tokens, message })?.into_any())
+            }
         })
         .collect()
 }
 
-/// Qwen3-VL-Reranker prompt ids of one (query, document) pair, truncated the official way.
+/// Qwen3-VL-Reranker prompt ids of one query against each document, truncated the official way.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, *, query_images, query_texts, doc_images, doc_texts, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH, query_videos = None, doc_videos = None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tokenizer, *, query, documents, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH))]
 fn build_vl_rerank_ids(
     py: Python<'_>,
     tokenizer: &Bound<'_, PyTokenizer>,
-    query_images: &Bound<'_, PyAny>,
-    query_texts: &Bound<'_, PyAny>,
-    doc_images: &Bound<'_, PyAny>,
-    doc_texts: &Bound<'_, PyAny>,
-    instruction: Option<&Bound<'_, PyAny>>,
-    max_length: usize,
-    query_videos: Option<&Bound<'_, PyAny>>,
-    doc_videos: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<u32>> {
-    let q = side_arg(query_images, query_texts, query_videos, "query")?;
-    let d = side_arg(doc_images, doc_texts, doc_videos, "doc")?;
-    let instr = opt_text_arg(instruction, "instruction")?;
-    let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::vl_rerank_ids(&tok, &q, &d, instr.as_deref(), max_length))?)
-}
-
-/// `build_vl_rerank_ids` for one query and many documents ((image counts, texts) pairs), in parallel.
-#[pyfunction]
-#[pyo3(signature = (tokenizer, *, query_images, query_texts, documents, instruction = None, max_length = prompt::VL_RERANK_MAX_LENGTH, query_videos = None))]
-fn build_vl_rerank_ids_batch(
-    py: Python<'_>,
-    tokenizer: &Bound<'_, PyTokenizer>,
-    query_images: &Bound<'_, PyAny>,
-    query_texts: &Bound<'_, PyAny>,
+    query: &Bound<'_, PyAny>,
     documents: &Bound<'_, PyAny>,
     instruction: Option<&Bound<'_, PyAny>>,
     max_length: usize,
-    query_videos: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<Vec<u32>>> {
-    let q = side_arg(query_images, query_texts, query_videos, "query")?;
+) -> PyResult<Vec<Py<PyAny>>> {
+    let q = side_arg(query, "query")?;
     let docs = sides_arg(documents, "documents")?;
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::vl_rerank_ids_batch(&tok, &q, &docs, instr.as_deref(), max_length))?)
+    let rows = py.detach(|| prompt::vl_rerank_ids(&tok, &q, &docs, instr.as_deref(), max_length))?;
+    rows_out(py, rows)
 }
 
-/// Qwen3-VL-Embedding prompt ids of one input (images then texts).
-#[pyfunction]
-#[pyo3(signature = (tokenizer, *, images, texts, instruction = None, max_length = prompt::EMBED_MAX_LENGTH, videos = None))]
-fn build_vl_embed_ids(
-    py: Python<'_>,
-    tokenizer: &Bound<'_, PyTokenizer>,
-    images: &Bound<'_, PyAny>,
-    texts: &Bound<'_, PyAny>,
-    instruction: Option<&Bound<'_, PyAny>>,
-    max_length: usize,
-    videos: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<u32>> {
-    let x = Side {
-        images: counts_arg(images, "images", "image token counts")?,
-        texts: texts_arg(texts, "texts")?,
-        videos: videos_arg(videos, "videos")?,
-    };
-    let instr = opt_text_arg(instruction, "instruction")?;
-    let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::vl_embed_ids(&tok, &x, instr.as_deref(), max_length))?)
-}
-
-/// `build_vl_embed_ids` for many inputs ((image counts, texts) pairs), in parallel.
+/// Qwen3-VL-Embedding prompt ids of each input.
 #[pyfunction]
 #[pyo3(signature = (tokenizer, *, inputs, instruction = None, max_length = prompt::EMBED_MAX_LENGTH))]
-fn build_vl_embed_ids_batch(
+fn build_vl_embed_ids(
     py: Python<'_>,
     tokenizer: &Bound<'_, PyTokenizer>,
     inputs: &Bound<'_, PyAny>,
     instruction: Option<&Bound<'_, PyAny>>,
     max_length: usize,
-) -> PyResult<Vec<Vec<u32>>> {
+) -> PyResult<Vec<Py<PyAny>>> {
     let xs = sides_arg(inputs, "inputs")?;
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::vl_embed_ids_batch(&tok, &xs, instr.as_deref(), max_length))?)
+    let rows = py.detach(|| prompt::vl_embed_ids(&tok, &xs, instr.as_deref(), max_length))?;
+    rows_out(py, rows)
 }
 
-/// Qwen3-Reranker (text) prompt ids of one (query, document) pair.
-#[pyfunction]
-#[pyo3(signature = (tokenizer, *, query, document, instruction = None, max_length = prompt::TEXT_RERANK_MAX_LENGTH))]
-fn build_text_rerank_ids(
-    py: Python<'_>,
-    tokenizer: &Bound<'_, PyTokenizer>,
-    query: &Bound<'_, PyAny>,
-    document: &Bound<'_, PyAny>,
-    instruction: Option<&Bound<'_, PyAny>>,
-    max_length: usize,
-) -> PyResult<Vec<u32>> {
-    let q = text_arg(query, "query")?;
-    let d = text_arg(document, "document")?;
-    let instr = opt_text_arg(instruction, "instruction")?;
-    let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::text_rerank_ids(&tok, &q, &d, instr.as_deref(), max_length))?)
-}
-
-/// `build_text_rerank_ids` for one query and many documents, in parallel.
+/// Qwen3-Reranker (text) prompt ids of one query against each document (every row fits).
 #[pyfunction]
 #[pyo3(signature = (tokenizer, *, query, documents, instruction = None, max_length = prompt::TEXT_RERANK_MAX_LENGTH))]
-fn build_text_rerank_ids_batch(
+fn build_text_rerank_ids(
     py: Python<'_>,
     tokenizer: &Bound<'_, PyTokenizer>,
     query: &Bound<'_, PyAny>,
@@ -169,7 +132,7 @@ fn build_text_rerank_ids_batch(
     let docs = texts_arg(documents, "documents")?;
     let instr = opt_text_arg(instruction, "instruction")?;
     let tok = tokenizer.get().core();
-    Ok(py.detach(|| prompt::text_rerank_ids_batch(&tok, &q, &docs, instr.as_deref(), max_length))?)
+    Ok(py.detach(|| prompt::text_rerank_ids(&tok, &q, &docs, instr.as_deref(), max_length))?)
 }
 
 /// The embedder's instruction rule (strip; "." appended unless it ends in punctuation; default).
@@ -181,12 +144,10 @@ fn embed_instruction(instruction: Option<&Bound<'_, PyAny>>) -> PyResult<String>
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyOverflow>()?;
     m.add_function(wrap_pyfunction!(build_vl_rerank_ids, m)?)?;
-    m.add_function(wrap_pyfunction!(build_vl_rerank_ids_batch, m)?)?;
     m.add_function(wrap_pyfunction!(build_vl_embed_ids, m)?)?;
-    m.add_function(wrap_pyfunction!(build_vl_embed_ids_batch, m)?)?;
     m.add_function(wrap_pyfunction!(build_text_rerank_ids, m)?)?;
-    m.add_function(wrap_pyfunction!(build_text_rerank_ids_batch, m)?)?;
     m.add_function(wrap_pyfunction!(embed_instruction, m)?)?;
     m.add("CONTEXT_TOKENS", prompt::CONTEXT_TOKENS)?;
     m.add("RERANK_SYSTEM", prompt::RERANK_SYSTEM)?;

@@ -7,11 +7,12 @@ use numpy::{IntoPyArray, PyArray2, PyArray4, PyReadonlyArrayDyn, PyUntypedArrayM
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::invalid;
+use super::args::{array_values, concat, invalid};
 use super::image::{hold_all, name_of, view, Input};
 use crate::error::Result;
 use crate::image::{Rgb, Source, DEFAULT_MAX_DECODE_PIXELS, ROW};
 use crate::video::budget::{self, VideoOptions, VideoPlan};
+use crate::video::resize::frames_of;
 use crate::video::{frames, resize};
 use crate::video::sample::{DEFAULT_FPS, DEFAULT_MAX_FRAMES};
 
@@ -140,32 +141,29 @@ fn fetch_video_frames<'py>(
             .collect();
         frames::fetch_frame_list(&sources, &opts, max_decode_pixels)
     })?;
-    let (h, w) = (got[0].height, got[0].width);
-    let mut data = Vec::with_capacity(got.len() * h * w * 3);
-    for f in &got {
-        data.extend_from_slice(&f.data);
-    }
-    let arr = Array4::from_shape_vec((got.len(), h, w, 3), data).expect("T x H x W x 3 bytes");
-    Ok(arr.into_pyarray(py))
+    stacked(py, &got)
 }
 
-/// A uint8 (T, H, W, 3) array as T frames (copied: the pixel work then runs without the GIL).
-fn frame_array(frames: &Bound<'_, PyAny>) -> PyResult<(Vec<Rgb>, usize)> {
-    let arr: PyReadonlyArrayDyn<'_, u8> = frames
+/// Frames of one size (non-empty) as a uint8 (T, H, W, 3) array: one fallible copy into the buffer
+/// numpy takes over.
+fn stacked<'py>(py: Python<'py>, frames: &[Rgb]) -> PyResult<Bound<'py, PyArray4<u8>>> {
+    let (h, w) = (frames[0].height, frames[0].width);
+    let parts: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+    let data = concat(&parts, "video frames")?;
+    Ok(Array4::from_shape_vec((frames.len(), h, w, 3), data).expect("T x H x W x 3 bytes").into_pyarray(py))
+}
+
+/// A uint8 (T, H, W, 3) array, held (read in place by the pixel work, which runs without the GIL;
+/// a non-contiguous array is copied once, fallibly), and its (T, H, W).
+fn frame_array<'py>(frames: &Bound<'py, PyAny>) -> PyResult<(PyReadonlyArrayDyn<'py, u8>, (usize, usize, usize))> {
+    let arr: PyReadonlyArrayDyn<'py, u8> = frames
         .extract()
         .map_err(|_| invalid("frames", "pass the frames as a uint8 numpy array (T, H, W, 3)"))?;
     let shape = arr.shape().to_vec();
-    if shape.len() != 4 || shape[3] != 3 {
-        return Err(invalid("frames", format!("array of shape {shape:?}; pass a uint8 array (T, H, W, 3)")));
+    if shape.len() != 4 || shape[3] != 3 || shape[1] == 0 || shape[2] == 0 {
+        return Err(invalid("frames", format!("array of shape {shape:?}; pass a uint8 array (T, H, W, 3), H and W >= 1")));
     }
-    let (t, h, w) = (shape[0], shape[1], shape[2]);
-    let bytes: Vec<u8> = match arr.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => arr.as_array().iter().copied().collect(),
-    };
-    let per = h * w * 3;
-    let rgb = (0..t).map(|k| Rgb { width: w, height: h, data: bytes[k * per..(k + 1) * per].to_vec() }).collect();
-    Ok((rgb, t))
+    Ok((arr, (shape[0], shape[1], shape[2])))
 }
 
 /// The second resize alone (torchvision's antialiased bicubic on uint8 frames): (T, H, W, 3) ->
@@ -183,11 +181,13 @@ fn resize_video_frames<'py>(
         return Err(invalid("resized_height", format!(
             "{resized_height}x{resized_width}; pass a size from 1x1 to {DEFAULT_MAX_DECODE_PIXELS} pixels")));
     }
-    let (rgb, t) = frame_array(frames)?;
-    let out = py.detach(move || resize::resize_frames(&rgb, resized_height, resized_width))?;
-    let data: Vec<u8> = out.into_iter().flat_map(|f| f.data).collect();
-    let arr = Array4::from_shape_vec((t, resized_height, resized_width, 3), data).expect("T x h x w x 3 values");
-    Ok(arr.into_pyarray(py))
+    let (arr, (t, h, w)) = frame_array(frames)?;
+    if t == 0 {
+        return Err(invalid("frames", "no frames; pass a uint8 array (T, H, W, 3) with T >= 1"));
+    }
+    let data = array_values(&arr, "video frames")?;
+    let out = py.detach(|| resize::resize_frames(&frames_of(&data, h, w), resized_height, resized_width))?;
+    stacked(py, &out)
 }
 
 /// Second resize of sampled frames (uint8 (T, H, W, 3), T even) to the plan's size and the video
@@ -200,8 +200,9 @@ fn preprocess_video_frames<'py>(
     resized_height: usize,
     resized_width: usize,
 ) -> PyResult<(Bound<'py, PyArray2<f32>>, (u32, u32, u32))> {
-    let (rgb, t) = frame_array(frames)?;
-    let rows = py.detach(move || -> Result<Vec<f32>> { frames::preprocess_frames(&rgb, resized_height, resized_width) })?;
+    let (arr, (t, h, w)) = frame_array(frames)?;
+    let data = array_values(&arr, "video frames")?;
+    let rows = py.detach(|| frames::preprocess_frames(&frames_of(&data, h, w), resized_height, resized_width))?;
     let n = rows.len() / ROW;
     let grid = ((t / 2) as u32, (resized_height / 16) as u32, (resized_width / 16) as u32);
     let out = Array2::from_shape_vec((n, ROW), rows).expect("N x 1536 values");

@@ -59,15 +59,16 @@ pub fn cubic_filter(x: f32) -> f32 {
 }
 
 /// ATen `_compute_index_ranges_weights` (antialias = true, align_corners = false, no scale given).
-pub fn axis_weights(input_size: usize, output_size: usize) -> AxisWeights {
+/// Allocated fallibly (an upscale to a huge output is a typed error, never an abort).
+pub fn axis_weights(input_size: usize, output_size: usize) -> Result<AxisWeights> {
     assert!(input_size > 0 && output_size > 0);
     let scale: f32 = input_size as f32 / output_size as f32;
     let support: f32 = if scale >= 1.0 { (2.0f64 * scale as f64) as f32 } else { 2.0 };
     let max_taps = support.ceil() as usize * 2 + 1;
     let invscale: f32 = if scale >= 1.0 { (1.0f64 / scale as f64) as f32 } else { 1.0 };
-    let mut xmin = Vec::with_capacity(output_size);
-    let mut xsize = Vec::with_capacity(output_size);
-    let mut weights = vec![0f32; output_size * max_taps];
+    let mut xmin = try_with_capacity(output_size, "video resize weights")?;
+    let mut xsize = try_with_capacity(output_size, "video resize weights")?;
+    let mut weights: Vec<f32> = try_zeroed(output_size.saturating_mul(max_taps), "video resize weights")?;
     for i in 0..output_size {
         let center: f32 = (scale as f64 * (i as f64 + 0.5)) as f32;
         let lo = (((center - support) as f64 + 0.5) as i64).max(0);
@@ -92,7 +93,7 @@ pub fn axis_weights(input_size: usize, output_size: usize) -> AxisWeights {
         xmin.push(lo as usize);
         xsize.push(size);
     }
-    AxisWeights { xmin, xsize, max_taps, weights }
+    Ok(AxisWeights { xmin, xsize, max_taps, weights })
 }
 
 #[inline]
@@ -110,54 +111,90 @@ pub fn to_u8(v: f32) -> u8 {
     v.clamp(0.0, 255.0).round_ties_even() as u8
 }
 
-/// Resize one RGB frame (H, W, 3 interleaved) to (out_h, out_w) exactly as the torchvision path.
-/// Channels are independent in the kernel, so interleaved storage gives the planar results.
-/// Every buffer is allocated fallibly: a refused allocation is an `ImageTooLarge` error, never an abort.
-pub fn resize_frame(src: &Rgb, out_h: usize, out_w: usize) -> Result<Rgb> {
+/// One frame, borrowed: `height * width * 3` interleaved RGB bytes (a slice of the caller's
+/// (T, H, W, 3) array, or an `Rgb`'s data), so the resize reads it where it lies.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    pub data: &'a [u8],
+    pub height: usize,
+    pub width: usize,
+}
+
+impl<'a> From<&'a Rgb> for Frame<'a> {
+    fn from(f: &'a Rgb) -> Self {
+        Frame { data: &f.data, height: f.height, width: f.width }
+    }
+}
+
+/// Frames of one size laid out back to back (a (T, H, W, 3) array's bytes), each borrowed.
+pub fn frames_of(data: &[u8], height: usize, width: usize) -> Vec<Frame<'_>> {
+    let per = (height * width * 3).max(1);
+    data.chunks_exact(per).map(|data| Frame { data, height, width }).collect()
+}
+
+/// The width pass: `src` (h x w x 3, u8, each value read as float32 as the kernel casts it) to an
+/// h x out_w x 3 float32 temporary.
+fn width_pass(src: &Frame, out_w: usize) -> Result<Vec<f32>> {
     let (h, w) = (src.height, src.width);
-    if (h, w) == (out_h, out_w) {
-        let mut data = try_with_capacity(src.data.len(), "video frame")?;
-        data.extend_from_slice(&src.data);
-        return Ok(Rgb { width: w, height: h, data });
-    }
-    let mut cur: Vec<f32> = try_with_capacity(src.data.len(), "video frame")?;
-    cur.extend(src.data.iter().map(|&v| v as f32));
-    let mut cur_w = w;
-    if out_w != w {
-        let aw = axis_weights(w, out_w);
-        let mut tmp: Vec<f32> = try_zeroed(h * out_w * 3, "video frame")?;
-        for (y, row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
-            let srow = &cur[y * w * 3..(y + 1) * w * 3];
-            for x in 0..out_w {
-                let (x0, n) = (aw.xmin[x], aw.xsize[x]);
-                let wt = &aw.weights[x * aw.max_taps..];
-                for c in 0..3 {
-                    row[x * 3 + c] = tap_sum(|j| srow[(x0 + j) * 3 + c], wt, n);
-                }
+    let aw = axis_weights(w, out_w)?;
+    let mut tmp: Vec<f32> = try_zeroed(h * out_w * 3, "video frame")?;
+    for (y, row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
+        let srow = &src.data[y * w * 3..(y + 1) * w * 3];
+        for x in 0..out_w {
+            let (x0, n) = (aw.xmin[x], aw.xsize[x]);
+            let wt = &aw.weights[x * aw.max_taps..];
+            for c in 0..3 {
+                row[x * 3 + c] = tap_sum(|j| srow[(x0 + j) * 3 + c] as f32, wt, n);
             }
         }
-        cur = tmp;
-        cur_w = out_w;
     }
-    if out_h != h {
-        let ah = axis_weights(h, out_h);
-        let stride = cur_w * 3;
-        let mut tmp: Vec<f32> = try_zeroed(out_h * stride, "video frame")?;
-        for (y, row) in tmp.chunks_exact_mut(stride).enumerate() {
-            let (y0, n) = (ah.xmin[y], ah.xsize[y]);
-            let wt = &ah.weights[y * ah.max_taps..];
-            for (i, o) in row.iter_mut().enumerate() {
-                *o = tap_sum(|j| cur[(y0 + j) * stride + i], wt, n);
-            }
+    Ok(tmp)
+}
+
+/// The height pass over rows of `stride` values read by `value(index)`, rounded to uint8 as each
+/// output is summed (the kernel rounds the pass's float32 result, value by value).
+fn height_pass(value: impl Fn(usize) -> f32, h: usize, out_h: usize, stride: usize) -> Result<Vec<u8>> {
+    let ah = axis_weights(h, out_h)?;
+    let mut out: Vec<u8> = try_zeroed(out_h * stride, "video frame")?;
+    for (y, row) in out.chunks_exact_mut(stride).enumerate() {
+        let (y0, n) = (ah.xmin[y], ah.xsize[y]);
+        let wt = &ah.weights[y * ah.max_taps..];
+        for (i, o) in row.iter_mut().enumerate() {
+            *o = to_u8(tap_sum(|j| value((y0 + j) * stride + i), wt, n));
         }
-        cur = tmp;
     }
-    let mut data = try_with_capacity(cur.len(), "video frame")?;
-    data.extend(cur.into_iter().map(to_u8));
+    Ok(out)
+}
+
+/// Resize one RGB frame (H, W, 3 interleaved) to (out_h, out_w) exactly as the torchvision path.
+/// Channels are independent in the kernel, so interleaved storage gives the planar results. The
+/// source is read in place (no float copy of it); the only temporary is the width pass's float32
+/// result. Every buffer is allocated fallibly: a refused allocation is an `ImageTooLarge` error,
+/// never an abort.
+pub fn resize_frame(src: Frame, out_h: usize, out_w: usize) -> Result<Rgb> {
+    let (h, w) = (src.height, src.width);
+    let data = match (out_w != w, out_h != h) {
+        (false, false) => {
+            let mut data = try_with_capacity(src.data.len(), "video frame")?;
+            data.extend_from_slice(src.data);
+            data
+        }
+        (true, false) => {
+            let tmp = width_pass(&src, out_w)?;
+            let mut data = try_with_capacity(tmp.len(), "video frame")?;
+            data.extend(tmp.into_iter().map(to_u8));
+            data
+        }
+        (true, true) => {
+            let tmp = width_pass(&src, out_w)?;
+            height_pass(|i| tmp[i], h, out_h, out_w * 3)?
+        }
+        (false, true) => height_pass(|i| src.data[i] as f32, h, out_h, w * 3)?,
+    };
     Ok(Rgb { width: out_w, height: out_h, data })
 }
 
 /// Resize every frame, one rayon task per frame.
-pub fn resize_frames(frames: &[Rgb], out_h: usize, out_w: usize) -> Result<Vec<Rgb>> {
-    frames.par_iter().map(|f| resize_frame(f, out_h, out_w)).collect()
+pub fn resize_frames(frames: &[Frame], out_h: usize, out_w: usize) -> Result<Vec<Rgb>> {
+    frames.par_iter().map(|f| resize_frame(*f, out_h, out_w)).collect()
 }
