@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vlrank.engine.prompt_ids import IMAGE_WRAPPER_TOKENS, context_too_long, text_rerank_ids, vl_rerank_ids
+from vlrank.engine.prompt_ids import context_too_long, text_rerank_ids, vl_rerank_ids
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
@@ -131,6 +131,10 @@ class Reranker(Task):
             no, yes = (float(v) for v in out)
             return yes - no
         return float(out)
+
+
+# Tokens an image costs in a prompt besides its pads: <|vision_start|> and <|vision_end|>.
+IMAGE_WRAPPER_TOKENS = 2
 
 
 def _check_query_media(images: list, videos: list, *, context: int, min_pixels: int, max_pixels: int) -> None:
