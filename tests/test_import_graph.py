@@ -22,9 +22,6 @@ RUNTIME = ("vlrank.inputs", "vlrank.preprocess", "vlrank.engine", "vlrank.tasks"
 
 # Cycles that may stay, each with its reason (a frozenset of the modules on the cycle).
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # Being removed by the lead (issue 18: one leaf module for the vision / video shared pieces); both
-    # directions are function-local imports today.
-    frozenset({"vlrank.engine.vision", "vlrank.engine.videos"}): "issue 18, the lead's change",
     # ray/serve.py reads the package's install hint and error class in a function-local import that runs
     # only after vlrank.ray itself has loaded (its __init__ imports serve); left to the ray owner.
     frozenset({"vlrank.ray", "vlrank.ray.serve"}): "function-local, after the package has loaded",
