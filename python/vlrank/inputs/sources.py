@@ -153,29 +153,28 @@ def _is_pil_image(value: Any) -> bool:
     return isinstance(value, Image.Image)
 
 
-def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
-    """Decode a ``data:image/<fmt>;base64,<payload>`` URL strictly (no whitespace, exact padding)."""
+def data_url_bytes(url: str, *, field: str, max_bytes: int, media: str, accepted: str,
+                   too_large: str) -> bytes:
+    """The payload of a ``data:<media>/<fmt>;base64,<payload>`` URL, decoded strictly (no whitespace, exact
+    padding). ``media``: "image" or "video"; ``accepted``: what to tell a caller whose media type is refused
+    (None of it accepted for that media: the message of ``accepted``); ``too_large``: the fix for an
+    oversized payload. The payload size is checked before anything is allocated for it."""
+    example = "data:image/png" if media == "image" else "data:video/mp4"
     m = _DATA_URL.match(url)
     if m is None:
-        raise InvalidInputError(f"{field}: malformed data URL; pass data:image/png;base64,<base64 bytes>", field=field)
+        raise InvalidInputError(f"{field}: malformed data URL; pass {example};base64,<base64 bytes>", field=field)
     mime = m["mime"].strip().lower()
     params = [p.strip().lower() for p in m["params"].split(";") if p.strip()]
-    if mime not in _ALLOWED_MIME:
-        raise InvalidInputError(
-            f"{field}: data URL media type {mime or '(none)'!r} is not accepted; pass image/png, image/jpeg, "
-            "image/webp, image/gif, image/bmp or image/tiff",
-            field=field,
-        )
+    ok = mime in _ALLOWED_MIME if media == "image" else mime.startswith("video/")
+    if not ok:
+        raise InvalidInputError(f"{field}: data URL media type {mime or '(none)'!r} {accepted}", field=field)
     if "base64" not in params:
         raise InvalidInputError(f"{field}: data URL is not base64-encoded; pass data:{mime};base64,<...>", field=field)
     payload = m["payload"]
     # 4 base64 chars carry 3 bytes: refuse before allocating anything for an oversized payload.
     if len(payload) // 4 * 3 > max_bytes + 2:
-        raise ImageTooLargeError(
-            f"{field}: data URL holds about {len(payload) // 4 * 3} bytes, over the {max_bytes}-byte cap; "
-            "pass a smaller (downscaled or recompressed) image",
-            field=field,
-        )
+        raise ImageTooLargeError(f"{field}: data URL holds about {len(payload) // 4 * 3} bytes, over the "
+                                 f"{max_bytes}-byte cap; {too_large}", field=field)
     # b64decode(validate=True) alone still accepts surplus '=' after complete data (Python < 3.13), so the
     # shape is checked first: standard alphabet only, padding only at the end, length a multiple of 4.
     problem = None
@@ -195,6 +194,15 @@ def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
             "padding, no whitespace)",
             field=field,
         )
+    return raw
+
+
+def decode_data_url(url: str, *, field: str, max_bytes: int) -> ImageSource:
+    """Decode a ``data:image/<fmt>;base64,<payload>`` URL strictly (no whitespace, exact padding)."""
+    raw = data_url_bytes(url, field=field, max_bytes=max_bytes, media="image",
+                         accepted="is not accepted; pass image/png, image/jpeg, image/webp, image/gif, image/bmp or "
+                                  "image/tiff",
+                         too_large="pass a smaller (downscaled or recompressed) image")
     if len(raw) > max_bytes:
         raise ImageTooLargeError(
             f"{field}: image is {len(raw)} bytes, over the {max_bytes}-byte cap; pass a smaller image", field=field

@@ -14,8 +14,6 @@ Nothing is decoded here (the container is only sniffed from its first bytes: see
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import re
 from collections.abc import Mapping
@@ -26,13 +24,11 @@ from typing import Any
 from vlrank.errors import ImageTooLargeError, InvalidInputError
 from vlrank.inputs.http import fetch_http
 from vlrank.inputs.policy import FetchPolicy
-from vlrank.inputs.sources import ImageSource, file_url_path, read_local
+from vlrank.inputs.sources import ImageSource, data_url_bytes, file_url_path, read_local
 from vlrank.inputs.video import check_container
 
 OPTION_KEYS = ("fps", "max_frames", "min_pixels", "total_pixels")
 _FILE_ONLY = ("fps", "max_frames")
-_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)\Z", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,28 +115,9 @@ def video_options(part: Mapping[str, Any], *, field: str, frame_list: bool) -> d
 
 
 def _decode_data_url(url: str, *, field: str, max_bytes: int) -> bytes:
-    m = _DATA_URL.match(url)
-    if m is None:
-        raise InvalidInputError(f"{field}: malformed data URL; pass data:video/mp4;base64,<base64 bytes>", field=field)
-    mime = m["mime"].strip().lower()
-    params = [p.strip().lower() for p in m["params"].split(";") if p.strip()]
-    if not mime.startswith("video/"):
-        raise InvalidInputError(f"{field}: data URL media type {mime or '(none)'!r} is not a video; pass "
-                                "data:video/mp4;base64,... (or video/webm, video/x-matroska, ...)", field=field)
-    if "base64" not in params:
-        raise InvalidInputError(f"{field}: data URL is not base64-encoded; pass data:{mime};base64,<...>", field=field)
-    payload = m["payload"]
-    if len(payload) // 4 * 3 > max_bytes + 2:  # refused before anything is allocated for it
-        raise ImageTooLargeError(f"{field}: data URL holds about {len(payload) // 4 * 3} bytes, over the "
-                                 f"{max_bytes}-byte video cap (max_video_bytes); pass a shorter or smaller video",
-                                 field=field)
-    if _B64.fullmatch(payload) is None or len(payload) % 4:
-        raise InvalidInputError(f"{field}: invalid base64 in data URL; pass standard base64 (A-Z a-z 0-9 + /, '=' "
-                                "padding, no whitespace)", field=field)
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInputError(f"{field}: invalid base64 in data URL ({exc})", field=field) from exc
+    raw = data_url_bytes(url, field=field, max_bytes=max_bytes, media="video",
+                         accepted="is not a video; pass data:video/mp4;base64,... (or video/webm, video/x-matroska, ...)",
+                         too_large="max_video_bytes caps a video: pass a shorter or smaller one")
     return _capped(raw, field=field, max_bytes=max_bytes)
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from . import api_docs, cohere, score
 from .engines import EMBED, RERANK
-from .errors import ApiError, install_handlers
+from .errors import install_handlers
 from .memory import map_large_buffers
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .schemas import (
