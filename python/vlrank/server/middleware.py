@@ -54,15 +54,16 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.limit:
-                    await _send_json(send, 413, _too_large_body(self.limit))
-                    return
+        headers = dict(scope.get("headers", ()))
+        try:
+            declared = int(headers.get(b"content-length", b"-1"))
+        except ValueError:
+            declared = -1
+        if declared > self.limit:
+            if headers.get(b"expect", b"").lower() != b"100-continue":  # such a client sends no body unasked
+                await self._discard_body(receive, declared)
+            await _send_json(send, 413, _too_large_body(self.limit))
+            return
         seen = 0
         limit = self.limit
         timeout_s = self.body_timeout_s
@@ -85,6 +86,28 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counted, send)
+
+    async def _discard_body(self, receive: Receive, declared: int) -> None:
+        """Read and drop an oversize body before answering 413, up to ``2 * max_body_bytes`` and 5 s: a client
+        such as Python's http.client writes its whole body before it reads, and a socket closed on unread
+        data is reset, so the 413 would be lost. Past the bound the answer goes anyway and the connection
+        closes (as nginx's lingering close does)."""
+        budget = min(declared, 2 * self.limit)
+        deadline = time.monotonic() + _DISCARD_S
+        read = 0
+        while read < budget:
+            try:
+                message = await _within(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+_DISCARD_S = 5.0
 
 
 async def _within(awaitable: Any, seconds: float) -> Any:
