@@ -234,3 +234,19 @@ def pos_embed_interpolation(
     grid_h: int, grid_w: int, *, num_grid_per_side: int, merge_size: int = ...
 ) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float32]]:
     """Bilinear corners (align_corners) into the learned position table: indices (N, 4), weights (N, 4)."""
+
+
+class DecodeHold:
+    """A hold on the process decode budget (env VLRANK_DECODE_BYTES_IN_FLIGHT, default 2 GiB) for decoding done
+    outside the native decoders (PyAV video frames): ``with DecodeHold(nbytes): ...``. Holds
+    ``min(nbytes, capacity)``, waiting with the GIL released until it fits."""
+
+    def __init__(self, nbytes: int) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> DecodeHold: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+def decode_budget() -> tuple[int, int]:
+    """(capacity, bytes in use) of the process decode budget."""

@@ -34,6 +34,11 @@ from vlrank.preprocess import video as pv
 from vlrank.preprocess.images import check_image_pixels, probe_native_items
 
 
+#: Peak bytes of a file video's decode per byte of its kept RGB frames: the frames array, PyAV's frame pool and
+#: its to_ndarray copy (measured 2.12x on four 8192x8192 frames, docs/notes.md Round 4 — h2), rounded up.
+DECODE_PEAK = 2.5
+
+
 class VideoPair(PreparedImage):
     """One frame pair of a video: an image-like vision window whose pixels its video decodes."""
 
@@ -62,8 +67,12 @@ def video_key(v: VideoInput) -> str:
 class PreparedVideo:
     """A planned video (tokens known, nothing decoded) and its frame pairs in order."""
 
-    def __init__(self, *, key: str, source: VideoInput, plan: pv.VideoPlan, merge: int, total_frames: int) -> None:
+    def __init__(self, *, key: str, source: VideoInput, plan: pv.VideoPlan, merge: int, total_frames: int,
+                 frame_bytes: int = 0) -> None:
         self.key = key
+        # A file's kept frames as decoded RGB (T x H x W x 3), known from the header; 0 for a frame list, whose
+        # native fetch reserves the process decode budget itself.
+        self.frame_bytes = frame_bytes
         self.total_frames = total_frames  # a file's frame count the plan was made from (a list's length)
         self.source = source
         self.plan = plan
@@ -92,7 +101,10 @@ class PreparedVideo:
         plan, src = self.plan, self.source
         with named_field(self.origin):
             if src.data is not None:
-                frames, _, total = video_io.decode_frames(src.data, plan.frames, name=self.origin)
+                # PyAV decodes outside the native decoders: hold the process decode budget for its peak, so
+                # concurrent requests never decode more than VLRANK_DECODE_BYTES_IN_FLIGHT together.
+                with _native.DecodeHold(int(self.frame_bytes * DECODE_PEAK)):
+                    frames, _, total = video_io.decode_frames(src.data, plan.frames, name=self.origin)
                 if total != self.total_frames:
                     raise video_io.VideoDecodeError(
                         f"{self.origin}: the header records {self.total_frames} frames but {total} decode (a truncated or "
@@ -135,7 +147,7 @@ def _check_decode_bytes(frames: int, height: int, width: int, *, budget: int, fi
 
 
 def _plan_file(v: VideoInput, *, max_tokens: int, max_decode_bytes: int,
-               max_image_pixels: int) -> tuple[pv.VideoPlan, int]:
+               max_image_pixels: int) -> tuple[pv.VideoPlan, int, int]:
     field = v.origin
     with named_field(field):
         info = video_io.probe(v.data, name=field)
@@ -156,7 +168,7 @@ def _plan_file(v: VideoInput, *, max_tokens: int, max_decode_bytes: int,
             _, fps, total = video_io.decode_frames(v.data, [0], name=field)
             plan = pv.plan_file(total_frames=total, video_fps=fps, height=info.height, width=info.width, **opts)
             _check_decode_bytes(len(plan.frames), info.height, info.width, budget=max_decode_bytes, field=field)
-    return plan, total
+    return plan, total, len(plan.frames) * info.height * info.width * 3
 
 
 def _frame_sizes(v: VideoInput) -> list[tuple[int, int]]:
@@ -215,12 +227,12 @@ def prepare_video(v: VideoInput, *, key: str, merge: int, max_tokens: int, max_d
                   max_image_pixels: int) -> PreparedVideo:
     """Plan one video from its header(s) under the limits of the module docstring."""
     if v.data is not None:
-        plan, total = _plan_file(v, max_tokens=max_tokens, max_decode_bytes=max_decode_bytes,
-                                 max_image_pixels=max_image_pixels)
+        plan, total, frame_bytes = _plan_file(v, max_tokens=max_tokens, max_decode_bytes=max_decode_bytes,
+                                              max_image_pixels=max_image_pixels)
     else:
-        plan, total = _plan_frames(v, max_tokens=max_tokens, max_decode_bytes=max_decode_bytes,
-                                   max_image_pixels=max_image_pixels), len(v.frames)
-    return PreparedVideo(key=key, source=v, plan=plan, merge=merge, total_frames=total)
+        plan, total, frame_bytes = _plan_frames(v, max_tokens=max_tokens, max_decode_bytes=max_decode_bytes,
+                                                max_image_pixels=max_image_pixels), len(v.frames), 0
+    return PreparedVideo(key=key, source=v, plan=plan, merge=merge, total_frames=total, frame_bytes=frame_bytes)
 
 
 __all__ = ["VideoPair", "PreparedVideo", "video_key", "prepare_video"]

@@ -27,7 +27,7 @@ use crate::geometry::{image_tokens, smart_resize, FACTOR};
 use crate::probe::{probe_bytes, ImageInfo};
 
 pub use budget::{
-    process_budget, try_with_capacity, try_zeroed, Budget, DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT,
+    process_budget, try_with_capacity, try_zeroed, Budget, Reservation, DEFAULT_MAX_DECODE_BYTES_IN_FLIGHT,
     DEFAULT_PROCESS_DECODE_BYTES, PROCESS_BUDGET_ENV,
 };
 pub use decode::{array_to_rgb, decode_to_rgb};

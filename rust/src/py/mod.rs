@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod args;
 mod batch;
+mod budget;
 mod error;
 mod geometry;
 mod image;
@@ -26,5 +27,6 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     batch::register(m)?;
     rope::register(m)?;
     video::register(m)?;
+    budget::register(m)?;
     Ok(())
 }
