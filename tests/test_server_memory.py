@@ -186,3 +186,50 @@ def test_serve_flag_sets_max_image_pixels():
     serve.register(parser.add_subparsers())
     assert parser.parse_args(["serve", "--model", "a=b"]).max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
     assert parser.parse_args(["serve", "--model", "a=b", "--max-image-pixels", "1000"]).max_image_pixels == 1000
+
+
+# ---- issue 23, finding 2: four concurrent 4 x 8192^2 black mp4s under the same cap ----------------------
+
+def _black_8k_mp4() -> bytes:
+    """The issue's 198 KB mp4: four black 8192 x 8192 frames (805 MB decoded), H.264."""
+    import io
+
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=2)
+        s.width = s.height = 8192
+        s.pix_fmt, s.options = "yuv420p", {"preset": "ultrafast"}
+        frame = av.VideoFrame.from_ndarray(np.zeros((8192, 8192, 3), np.uint8), format="rgb24")
+        for _ in range(4):
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return buf.getvalue()
+
+
+def test_four_concurrent_giant_frame_videos_are_answered_and_the_server_lives(capped_server, library):
+    import asyncio
+
+    proc, url = capped_server
+    data = _black_8k_mp4()
+    part = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64," + base64.b64encode(data).decode()}}
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            return await asyncio.gather(*(client.post(url + "/v1/rerank", json={
+                "model": VL_RERANK, "query": f"q{i}", "documents": [{"content": [part]}, "text"]}) for i in range(4)))
+
+    answers = asyncio.run(main())
+    # Decoded in the requests' own threads under one process decode budget, frames read in place, every
+    # buffer fallible: each request gets JSON (its scores, or a typed 413), never a dead process.
+    for r in answers:
+        assert r.status_code in (200, 413), r.text
+        assert r.headers["content-type"].startswith("application/json")
+    assert proc.poll() is None, "the server process died"
+    assert httpx.get(url + "/health").status_code == 200
+    ok = httpx.post(url + "/v1/rerank", json={"model": VL_RERANK, "query": "q", "documents": ["a", "b"]}, timeout=60)
+    assert without_id(ok.json()) == without_id(library[VL_RERANK].rerank("q", ["a", "b"]))

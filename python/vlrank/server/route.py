@@ -86,6 +86,9 @@ async def _prepare(state: ServerState, served: ServedModel, request: Request, ca
         return await run_in_threadpool(prepare)
     except VlrankError as exc:
         raise from_vlrank_error(exc) from exc
+    except MemoryError as exc:  # the system refused a buffer while preparing: this request only
+        raise ApiError(413, "preparing this request ran out of memory; send fewer or smaller images or videos",
+                       code="out_of_memory") from exc
     except MediaBusyError as exc:
         raise ApiError(503, f"{exc}; retry after {state.settings.retry_after_s} s", code="media_budget_full",
                        headers=state.retry_headers()) from exc
@@ -125,6 +128,9 @@ async def _execute(state: ServerState, served: ServedModel, prepared: PreparedRe
                            headers=state.retry_headers()) from exc
         if isinstance(exc, VlrankError):
             raise from_vlrank_error(exc) from exc
+        if isinstance(exc, MemoryError):
+            raise ApiError(413, "running this request ran out of memory; send fewer or smaller images or videos",
+                           code="out_of_memory") from exc
         raise internal_error(exc) from exc
     results = job.future.result()
     tokens = sum(r["usage"]["prompt_tokens"] for r in results)

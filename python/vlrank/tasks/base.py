@@ -25,7 +25,7 @@ from vlrank.engine.manifest import check_graph
 from vlrank.engine.sessions import create_session
 from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner, Row
 from vlrank.engine.vision import ImageBatch, VisionTower
-from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
+from vlrank.errors import ImageTooLargeError, InvalidInputError, ModelDirectoryError, VlrankError
 from vlrank.inputs import FetchPolicy, ParsedInput
 from vlrank.preprocess.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -200,7 +200,12 @@ class Task:
             p.media_bytes = images.pixel_bytes(windows)
             if reserve is not None:
                 reserve(p.media_bytes)
-            images.decode(windows)
+            try:
+                images.decode(windows)
+            except MemoryError:  # a buffer the system refused (e.g. under an address-space cap): this call only
+                raise ImageTooLargeError(
+                    f"{self.inputs_field}: decoding this call's images and videos ran out of memory; pass fewer or "
+                    "smaller images, or videos of fewer / smaller frames", field=self.inputs_field) from None
         return p
 
     def _check_call(self, call: Any, *, field: str) -> None:
