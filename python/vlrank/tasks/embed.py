@@ -90,7 +90,7 @@ class Embedder(Task):
                    truncate: str) -> list:
         """``truncate="NONE"``: refuse an input whose prompt (built to the context) is over max_length.
         ``"START"``: drop the fewest first tokens of its text that make the prompt fit. The first guess comes
-        from the prompt without the text, two tokens short (the text's first token may merge differently with
+        from the prompt without the text, six tokens short (the text's first token may merge differently with
         the template than alone, an empty side may render a placeholder); then one more token per try."""
         context = self.runner.manifest.context_length
 
@@ -111,9 +111,9 @@ class Embedder(Task):
         tokenizer_file = self.runner.manifest.file("tokenizer")
         spans = {i: token_spans(self.runner.tokenizer, tokenizer_file, side_text(inputs[i])) for i in over}
         out = list(inputs)
-        for attempt in range(8):
+        for attempt in range(16):
             for i in over:
-                drop = min(max(0, spans[i].count - (self.max_length - len(bare[i])) - 2 + attempt), spans[i].count)
+                drop = min(max(0, spans[i].count - (self.max_length - len(bare[i])) - 6 + attempt), spans[i].count)
                 out[i] = with_text(inputs[i], spans[i].text[int(spans[i].starts[drop]):] if drop < spans[i].count
                                    else "")
             rows = build(out)

@@ -191,10 +191,11 @@ class Reranker(Task):
         for i, (d, row, fld) in enumerate(zip(docs, bare, fields)):
             room = self.max_length - len(row) - SEAM_TOKENS
             if room < 1:
+                what = "the query and this document's images and videos" if d.images or d.videos else "the query"
                 raise ContextTooLongError(
-                    f"{fld}: the query and this document's images and videos take {len(row)} of max_length="
-                    f"{self.max_length} tokens, leaving no room for a window of its text; pass smaller images or "
-                    "videos (max_pixels), a larger max_length, or long_documents='truncate'", field=fld)
+                    f"{fld}: the prompt without its text ({what}) takes {len(row)} of max_length={self.max_length} "
+                    "tokens, leaving no room for a window of its text; pass smaller images or videos (max_pixels), "
+                    "a shorter query, a larger max_length, or long_documents='truncate'", field=fld)
             size = opts.chunk_tokens or opts.max_tokens_per_doc or room
             spans = self._text_spans(d)
             wins = windows(spans, doc=i, size=size, overlap=opts.chunk_overlap, max_chunks=opts.max_chunks,
