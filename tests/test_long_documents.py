@@ -8,7 +8,11 @@ is a tiny golden checkpoint exported with vlrank.export; the server is a real on
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -329,3 +333,53 @@ def test_openapi_documents_the_fields(client):
     assert "max_tokens_per_doc" in schema["ScoreRequest"]["properties"]
     assert "START" in str(schema["EmbeddingRequest"]["properties"]["truncate"])
     assert "chunk" in schema["RerankResult"]["properties"]
+
+
+# ---- the command line and Ray pass the same arguments through ---------------------------------------------
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlrank.cli", *map(str, args)], capture_output=True,
+                          env=dict(os.environ), timeout=300)
+
+
+def test_cli_flags_equal_the_library(exported_models, library):
+    doc = prose(90, 16)
+    run = _cli("rerank", "--model", exported_models[TEXT_RERANK], "--query", QUERY, "--document", doc,
+               "--document", "x", "--chunk", "--chunk-tokens", "20", "--chunk-overlap", "3", "--max-chunks", "9",
+               "--max-tokens-per-query", "6")
+    assert run.returncode == 0, run.stderr.decode()
+    want = library[TEXT_RERANK].rerank(QUERY, [doc, "x"], long_documents="chunk", chunk_tokens=20, chunk_overlap=3,
+                                       max_chunks_per_doc=9, max_tokens_per_query=6)
+    got = json.loads(run.stdout)
+    assert [(r["index"], r["chunk"]) for r in got["results"]] == [(r["index"], r["chunk"]) for r in want["results"]]
+    assert list(scores(got).values()) == pytest.approx(list(scores(want).values()), abs=1e-6)
+    refused = _cli("rerank", "--model", exported_models[TEXT_RERANK], "--query", "q", "--document", doc,
+                   "--max-tokens-per-doc", "3", "--truncate", "NONE")
+    err = refused.stderr.decode()
+    assert refused.returncode != 0 and "documents[0]" in err and "Traceback" not in err
+    emb = _cli("embed", "--model", exported_models[VL_EMBED], doc, "--truncate", "START")
+    assert emb.returncode == 0, emb.stderr.decode()
+    assert json.loads(emb.stdout)["usage"] == library[VL_EMBED].embed([doc], truncate="START")["usage"]
+
+
+def test_ray_rerank_dataset_passes_the_options_through(exported_models, library):
+    import ray
+
+    from vlrank.ray import rerank_dataset
+
+    with pytest.raises(InvalidInputError) as e:  # checked on the driver, before anything starts
+        rerank_dataset(None, model=exported_models[TEXT_RERANK], query_column="q", documents_column="d",
+                       rerank_options={"chunk_overlap": -1})
+    assert e.value.field == "chunk_overlap"
+    options = {"long_documents": "chunk", "chunk_tokens": 16, "max_tokens_per_query": 5}
+    rows = [{"q": QUERY, "d": [prose(40, 17 + i), "x"]} for i in range(3)]
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        out = rerank_dataset(ray.data.from_items(rows), model=exported_models[TEXT_RERANK], query_column="q",
+                             documents_column="d", rerank_options=options).take_all()
+    finally:
+        ray.shutdown()
+    for row in out:
+        want = library[TEXT_RERANK].rerank(row["q"], row["d"], **options)
+        assert row["error"] is None
+        assert list(row["scores"]) == pytest.approx([scores(want)[0], scores(want)[1]], abs=1e-6)

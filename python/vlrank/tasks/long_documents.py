@@ -35,6 +35,9 @@ RERANK_TRUNCATE = ("END", "NONE")
 EMBED_TRUNCATE = ("END", "START", "NONE")
 LONG_DOCUMENTS = ("truncate", "chunk")
 DEFAULT_MAX_CHUNKS = 16
+#: The keywords Reranker.rerank / rerank_many take for long documents (the CLI, server and Ray pass them through).
+LONG_DOCUMENT_KEYS = frozenset({"max_tokens_per_doc", "max_tokens_per_query", "truncate", "long_documents",
+                                "chunk_tokens", "chunk_overlap", "max_chunks_per_doc"})
 #: Tokens kept free beside a default window: the text's first and last tokens may merge differently with
 #: the template's text around them than when encoded alone.
 SEAM_TOKENS = 4
@@ -211,5 +214,5 @@ def refuse_over(rows: list[list[int]], *, max_length: int, fields: list[str], hi
                                       f"pass {hint}", field=field)
 
 
-__all__ = ["LongDocuments", "check_long_documents", "check_choice", "token_spans", "Spans", "cap_side",
+__all__ = ["LONG_DOCUMENT_KEYS", "LongDocuments", "check_long_documents", "check_choice", "token_spans", "Spans", "cap_side",
            "windows", "Window", "refuse_over", "side_text", "with_text", "EMBED_TRUNCATE", "SEAM_TOKENS"]

@@ -20,6 +20,7 @@ from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
 from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
 from vlrank.tasks.long_documents import (
+    LONG_DOCUMENT_KEYS,
     SEAM_TOKENS,
     LongDocuments,
     Spans,
@@ -67,9 +68,8 @@ class Reranker(Task):
 
     task = "rerank"
     method = "rerank"
-    call_args = frozenset({"query", "documents", "top_n", "instruction", "return_documents", "raw_scores",
-                           "max_tokens_per_doc", "max_tokens_per_query", "truncate", "long_documents", "chunk_tokens",
-                           "chunk_overlap", "max_chunks_per_doc"})
+    call_args = frozenset({"query", "documents", "top_n", "instruction", "return_documents",
+                           "raw_scores"}) | LONG_DOCUMENT_KEYS
     inputs_field = "documents"
     image_verb = "score"
 
