@@ -198,7 +198,7 @@ def test_truncate_none_refuses_with_the_named_field(library, short_rerankers):
 
 
 BAD = [(field, value) for field in ("max_tokens_per_doc", "max_tokens_per_query", "chunk_tokens", "max_chunks_per_doc")
-       for value in (0, -3, True, 1.5, "5")] + [("chunk_overlap", v) for v in (-1, True, 2.5, "1")] + [
+       for value in (0, -3, True, 1.5, "5")] + [("max_chunks_per_doc", 257), ("max_chunks_per_doc", 2**70)] + [("chunk_overlap", v) for v in (-1, True, 2.5, "1")] + [
     ("truncate", "MIDDLE"), ("truncate", "end"), ("truncate", None), ("long_documents", "split"),
     ("long_documents", True)]
 

@@ -66,7 +66,7 @@ _LONG = ('"truncate" (default) or "chunk": score a long document as windows of c
          'the best one (its result gains "chunk": {index, count, start, end}, character offsets)')
 _CHUNK = "window size in tokens (default: the largest that fits max_length, or max_tokens_per_doc)"
 _OVERLAP = "tokens shared by neighbouring windows (default: 1/8 of the window); below chunk_tokens"
-_MAX_CHUNKS = 'most windows per document (default 16); past it "END" drops the rest of the text, "NONE" refuses'
+_MAX_CHUNKS = 'most windows per document (default 16, at most 256); past it "END" drops the rest of the text, "NONE" refuses'
 
 
 class LongDocumentFields(BaseModel):

@@ -35,6 +35,9 @@ RERANK_TRUNCATE = ("END", "NONE")
 EMBED_TRUNCATE = ("END", "START", "NONE")
 LONG_DOCUMENTS = ("truncate", "chunk")
 DEFAULT_MAX_CHUNKS = 16
+#: A call holds at most this many windows per document (each at most max_length tokens), checked before any
+#: window is made: chunking multiplies a call's rows, so the multiplier is bounded.
+MAX_CHUNKS = 256
 #: The keywords Reranker.rerank / rerank_many take for long documents (the CLI, server and Ray pass them through).
 LONG_DOCUMENT_KEYS = frozenset({"max_tokens_per_doc", "max_tokens_per_query", "truncate", "long_documents",
                                 "chunk_tokens", "chunk_overlap", "max_chunks_per_doc"})
@@ -49,13 +52,15 @@ def check_choice(value: Any, *, field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def check_tokens(value: Any, *, field: str, what: str, minimum: int = 1) -> int | None:
-    """None or an integer >= ``minimum`` (numpy integers accepted; bool, float and str refused)."""
+def check_tokens(value: Any, *, field: str, what: str, minimum: int = 1, upper: int | None = None) -> int | None:
+    """None or an integer >= ``minimum`` (and <= ``upper``; numpy integers accepted; bool, float, str refused)."""
     value = as_int(value)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (upper is not None and value > upper)):
         span = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        span = span if upper is None else f"an integer from {minimum} to {upper}"
         raise InvalidInputError(f"{field}={value!r}; pass {span} ({what})", field=field)
     return value
 
@@ -95,7 +100,7 @@ def check_long_documents(*, max_tokens_per_doc: Any = None, max_tokens_per_query
                                   what="or None for the largest window that fits max_length"),
         chunk_overlap=check_tokens(chunk_overlap, field="chunk_overlap", minimum=0,
                                    what="or None for 1/8 of the window"),
-        max_chunks=check_tokens(max_chunks_per_doc, field="max_chunks_per_doc",
+        max_chunks=check_tokens(max_chunks_per_doc, field="max_chunks_per_doc", upper=MAX_CHUNKS,
                                 what=f"or None for {DEFAULT_MAX_CHUNKS}") or DEFAULT_MAX_CHUNKS,
     )
     if opts.chunk_overlap is not None and opts.chunk_tokens is not None and opts.chunk_overlap >= opts.chunk_tokens:
