@@ -91,8 +91,11 @@ def test_cohere_v2_client_rerank(live, library):
         assert got.id.startswith("rerank-") and got.meta.api_version.version == "2"
         assert got.meta.tokens.input_tokens == library[model].rerank(QUERY, DOCS)["usage"]["prompt_tokens"]
         assert got.meta.warnings is None
-    capped = co.rerank(model=VL_RERANK, query=QUERY, documents=DOCS, max_tokens_per_doc=64)
-    assert len(capped.results) == 3 and "max_tokens_per_doc" in capped.meta.warnings[0]
+    # max_tokens_per_doc is applied (issue 19): each document's text is capped, as the library does.
+    capped = co.rerank(model=VL_RERANK, query=QUERY, documents=DOCS, max_tokens_per_doc=2)
+    assert capped.meta.warnings is None
+    assert [(r.index, r.relevance_score) for r in capped.results] == [
+        (r["index"], r["relevance_score"]) for r in library[VL_RERANK].rerank(QUERY, DOCS, max_tokens_per_doc=2)["results"]]
     with pytest.raises(cohere.core.ApiError) as err:
         co.rerank(model=VL_EMBED, query=QUERY, documents=DOCS)
     assert err.value.status_code == 400

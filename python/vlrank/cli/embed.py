@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", default=None)
     p.add_argument("--dimensions", type=int, default=None)
     p.add_argument("--encoding-format", choices=["float", "base64"], default="float")
+    p.add_argument("--truncate", choices=["END", "START", "NONE"], default="END",
+                   help="an input over max_length: END cuts its end (default), START the start of its text, NONE "
+                        "refuses it")
     add_video_options(p)
     add_model_options(p)
 
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                     "--inputs FILE.jsonl")
     em = load_model(Embedder, args)
     out = em.embed(inputs, instruction=args.instruction, dimensions=args.dimensions,
-                   encoding_format=args.encoding_format)
+                   encoding_format=args.encoding_format,
+                   truncate=args.truncate)
     write_json(out)
     return 0

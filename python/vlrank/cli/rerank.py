@@ -1,6 +1,6 @@
 """``vlrank rerank --model M --query Q (--document D | --document-image PATH |
 --document-video PATH ... | --documents FILE.jsonl)
-[--top-n N] [--raw-scores]``: JSON on stdout. Documents keep their command-line order (then the file's)."""
+[--top-n N] [--raw-scores] [--max-tokens-per-doc N] [--truncate END|NONE] [--chunk ...]``: JSON on stdout. Documents keep their command-line order (then the file's)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
   vlrank rerank --model out/rr --query "red logo" --documents docs.jsonl --top-n 3 --no-documents
   vlrank rerank --model out/rr --query "a beach" --document-image a.jpg --document-image b.png --raw-scores
+  vlrank rerank --model out/rr --query "tax rules" --documents long.jsonl --max-tokens-per-doc 512
+  vlrank rerank --model out/rr --query "tax rules" --documents long.jsonl --chunk --chunk-tokens 512 --max-chunks 8
   vlrank rerank --model out/rr --query "a goal is scored" --document-video match1.mp4 --document-video match2.mp4 \\
       --fps 2 --max-frames 32
   # docs.jsonl, one document per line:
@@ -41,6 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-documents", action="store_true", help="leave the documents out of the results")
     p.add_argument("--raw-scores", action="store_true",
                    help="add raw_score (the logit; relevance_score = sigmoid(raw_score)) to each result")
+    long = p.add_argument_group("long documents")
+    long.add_argument("--max-tokens-per-doc", type=int, default=None, metavar="N",
+                      help="cut each document's text after its N-th token (images and videos are never cut)")
+    long.add_argument("--max-tokens-per-query", type=int, default=None, metavar="N",
+                      help="cut the query's text after its N-th token")
+    long.add_argument("--truncate", choices=["END", "NONE"], default="END",
+                      help="END cuts what is too long (default); NONE refuses it with an error naming the document")
+    long.add_argument("--chunk", action="store_true",
+                      help="score a long document as windows and keep the best (its result gains \"chunk\")")
+    long.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
+                      help="window size with --chunk (default: the largest that fits max_length)")
+    long.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                      help="tokens shared by neighbouring windows (default: 1/8 of the window)")
+    long.add_argument("--max-chunks", type=int, default=None, metavar="N", help="most windows per document (16)")
     add_video_options(p)
     add_model_options(p)
 
@@ -55,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     docs = with_video_options(docs, args)
     rr = load_model(Reranker, args)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
-                    return_documents=not args.no_documents, raw_scores=args.raw_scores)
+                    return_documents=not args.no_documents, raw_scores=args.raw_scores,
+                    max_tokens_per_doc=args.max_tokens_per_doc, max_tokens_per_query=args.max_tokens_per_query,
+                    truncate=args.truncate, long_documents="chunk" if args.chunk else "truncate",
+                    chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
+                    max_chunks_per_doc=args.max_chunks)
     write_json(out)
     return 0

@@ -108,15 +108,17 @@ class RerankBatch(_Worker):
     facade_name = "Reranker"
 
     def __init__(self, *, query_column: str, documents_column: str, instruction: str | None,
-                 output_column: str, error_column: str, **model_args: Any) -> None:
+                 output_column: str, error_column: str, rerank_options: Mapping[str, Any] | None = None,
+                 **model_args: Any) -> None:
         super().__init__(**model_args)
         self.query_column, self.documents_column = query_column, documents_column
         self.instruction = instruction
+        self.rerank_options = dict(rerank_options or {})
         self.output_column, self.error_column = output_column, error_column
 
     def __call__(self, table: pa.Table) -> pa.Table:
         calls = [{"query": clean(q), "documents": clean(d), "instruction": self.instruction,
-                  "return_documents": False}
+                  "return_documents": False, **self.rerank_options}
                  for q, d in zip(column_values(table, self.query_column),
                                  column_values(table, self.documents_column))]
         answers = run_isolated(calls, many=self.model.rerank_many, one=lambda call: self.model.rerank(**call))
@@ -165,9 +167,14 @@ def rerank_dataset(ds: ray.data.Dataset, *, model: str | Path, query_column: str
                    concurrency: int | tuple[int, int] = 1, num_cpus: float = 1, num_gpus: float = 0,
                    providers: Any = None, fetch_policy: FetchPolicy | None = None,
                    model_options: Mapping[str, Any] | None = None, output_column: str = "scores",
-                   error_column: str = "error", ray_options: Mapping[str, Any] | None = None) -> ray.data.Dataset:
+                   error_column: str = "error", ray_options: Mapping[str, Any] | None = None,
+                   rerank_options: Mapping[str, Any] | None = None) -> ray.data.Dataset:
     """``ds`` with ``output_column`` (list<float64>: the ``Reranker.rerank`` relevance score of each
     document, in document order) and ``error_column`` added.
+
+    ``rerank_options``: the long-document keywords of ``Reranker.rerank`` (``max_tokens_per_doc``,
+    ``max_tokens_per_query``, ``truncate``, ``long_documents``, ``chunk_tokens``, ``chunk_overlap``,
+    ``max_chunks_per_doc``), passed to every call as they are; checked here, before any worker starts.
 
     ``query_column`` holds what ``rerank(query=...)`` takes, ``documents_column`` what ``documents=`` takes
     (a list of strings or document objects; image paths/URLs/bytes inside them are read by the worker under
@@ -176,11 +183,26 @@ def rerank_dataset(ds: ray.data.Dataset, *, model: str | Path, query_column: str
     for name, value in (("query_column", query_column), ("documents_column", documents_column)):
         if not isinstance(value, str) or not value:
             raise InvalidInputError(f"{name}: pass the name of the dataset column", field=name)
-    args = {"query_column": query_column, "documents_column": documents_column, "instruction": instruction}
+    options = check_rerank_options(rerank_options)
+    args = {"query_column": query_column, "documents_column": documents_column, "instruction": instruction,
+            "rerank_options": options}
     return _map(ds, RerankBatch, task="rerank", model=model, inputs=[query_column, documents_column], args=args,
                 batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
                 providers=providers, fetch_policy=fetch_policy, model_options=model_options,
                 output_column=output_column, error_column=error_column, ray_options=ray_options)
+
+
+def check_rerank_options(options: Any) -> dict[str, Any]:
+    """The long-document keywords, checked on the driver (a bad value fails the call, not every row)."""
+    from vlrank.tasks.long_documents import LONG_DOCUMENT_KEYS, check_long_documents  # the facade loads lazily
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not set(options) <= LONG_DOCUMENT_KEYS:
+        raise InvalidInputError(f"rerank_options: pass a mapping of {', '.join(sorted(LONG_DOCUMENT_KEYS))}",
+                                field="rerank_options")
+    check_long_documents(**options)
+    return dict(options)
 
 
 def _map(ds: Any, worker: type, *, task: str, model: str | Path, inputs: list[str], args: dict[str, Any],

@@ -111,7 +111,7 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     async def rerank(body: RerankRequest, request: Request) -> Response:
         call = {"query": body.query, "documents": body.documents, "top_n": body.top_n,
                 "instruction": body.instruction, "return_documents": body.return_documents,
-                "raw_scores": body.raw_scores}
+                "raw_scores": body.raw_scores, **body.long_document_call()}
         return await serve(state, request, model=body.model, kind=RERANK, calls=[call],
                            count=_document_count(body.documents), count_field="documents", shape=_only)
 
@@ -121,6 +121,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         call = {"input": body.input, "messages": body.messages, "instruction": body.instruction,
                 "dimensions": body.dimensions, "encoding_format": body.encoding_format}
+        if body.truncate != "END":  # today's default stays implicit, so other engines' calls are unchanged
+            call["truncate"] = body.truncate
         count = len(body.input) if isinstance(body.input, list) else 1
         return await serve(state, request, model=body.model, kind=EMBED, calls=[call], count=count,
                            count_field="input", noun="inputs", count_code="too_many_inputs", shape=_only)

@@ -2,8 +2,9 @@
 
 Cohere v2 answers ``{"id", "results": [{"index", "relevance_score"}], "meta"}``: results best first, no
 documents (``return_documents`` is a vlrank extension that echoes them; ``raw_scores`` adds each logit).
-``max_tokens_per_doc`` and ``priority`` are accepted so Cohere clients work unchanged; neither is applied
-(every pair is truncated to the model's max_length), and ``meta.warnings`` says so when they are sent.
+``max_tokens_per_doc`` caps each document's text as the library does (and the other long-document keywords of
+``Reranker.rerank`` are vlrank extensions); ``priority`` is accepted so Cohere clients work unchanged, is not
+applied, and ``meta.warnings`` says so when it is sent.
 ``POST /v1/rerank`` is the IONOS shape, which Cohere v1 clients read as it is.
 """
 
@@ -41,10 +42,8 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
     async def rerank_v2(body: CohereV2RerankRequest, request: Request) -> Response:
         call = {"query": body.query, "documents": body.documents, "top_n": body.top_n,
                 "instruction": body.instruction, "return_documents": body.return_documents,
-                "raw_scores": body.raw_scores}
-        warnings = [f"{name} is not applied by vlrank: each query-document pair is truncated to the model's "
-                    "max_length" if name == "max_tokens_per_doc" else f"{name} is not applied by vlrank"
-                    for name in ("max_tokens_per_doc", "priority") if getattr(body, name) is not None]
+                "raw_scores": body.raw_scores, **body.long_document_call()}
+        warnings = ["priority is not applied by vlrank"] if body.priority is not None else []
         return await serve(state, request, model=body.model, kind=RERANK, calls=[call],
                            count=len(body.documents), count_field="documents",
                            shape=lambda results: v2_result(results[0], warnings=warnings))

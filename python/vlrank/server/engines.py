@@ -206,13 +206,14 @@ class RerankEngine(TaskEngine):
     items_field = "documents"
 
     def parse(self, *, query: Any, documents: Any, top_n: int | None = None, instruction: str | None = None,
-              return_documents: bool = True, raw_scores: bool = False) -> dict[str, Any]:
+              return_documents: bool = True, raw_scores: bool = False, **long_documents: Any) -> dict[str, Any]:
+        # long_documents: Reranker.rerank's long-document keywords, passed through as they are.
         # The task's parse_* return a ParsedInput unchanged, so this parse (under the server's policy) is the
         # only one: media are fetched once, in the request's thread.
         return {"query": parse_query(query, policy=self.policy),
                 "documents": parse_documents(documents, policy=self.policy, max_documents=self.max_documents),
                 "top_n": top_n, "instruction": instruction, "return_documents": return_documents,
-                "raw_scores": raw_scores}
+                "raw_scores": raw_scores, **long_documents}
 
     def warmup_calls(self) -> list[dict[str, Any]]:
         return [{"query": "warm up", "documents": [document], "return_documents": False}
@@ -226,13 +227,13 @@ class EmbedEngine(TaskEngine):
     items_field = "input"
 
     def parse(self, *, input: Any, messages: Any = None, instruction: str | None = None,  # noqa: A002
-              dimensions: int | None = None, encoding_format: str = "float") -> dict[str, Any]:
+              dimensions: int | None = None, encoding_format: str = "float", **options: Any) -> dict[str, Any]:
         parsed = parse_embedding_input(input=input, messages=messages, policy=self.policy,
                                        max_inputs=self.max_documents)
         # One parsed input stands for a string, one object or a messages list (all give one embedding);
         # a list stays a list, so the response has the same shape as the library's for the raw request.
         return {"input": list(parsed) if isinstance(input, list) else parsed[0], "instruction": instruction,
-                "dimensions": dimensions, "encoding_format": encoding_format}
+                "dimensions": dimensions, "encoding_format": encoding_format, **options}
 
     def warmup_calls(self) -> list[dict[str, Any]]:
         return [{"input": "warm up"}, {"input": [_WARMUP_IMAGE]}]

@@ -54,7 +54,38 @@ PromptTokens = _int(-1)  # vLLM: -1 means the model's whole context
 Side = StrictStr | dict[str, Any]
 
 
-class RerankRequest(BaseModel):
+NonNegative = _int(0)
+
+# Long documents (vlrank/tasks/long_documents.py): the same keywords as Reranker.rerank, with its defaults.
+_CAP_DOC = ("cap on each document's text in tokens (encoded alone, before the template); longer text is cut "
+            "after the N-th token. Images and videos are never cut and do not count")
+_CAP_QUERY = "cap on the query's text in tokens, like max_tokens_per_doc"
+_TRUNCATE = ('"END" cuts a pair over max_length (or a side over its cap); "NONE" refuses it with a 413 naming '
+             "the document or the query")
+_LONG = ('"truncate" (default) or "chunk": score a long document as windows of chunk_tokens tokens and keep '
+         'the best one (its result gains "chunk": {index, count, start, end}, character offsets)')
+_CHUNK = "window size in tokens (default: the largest that fits max_length, or max_tokens_per_doc)"
+_OVERLAP = "tokens shared by neighbouring windows (default: 1/8 of the window); below chunk_tokens"
+_MAX_CHUNKS = 'most windows per document (default 16, at most 256); past it "END" drops the rest of the text, "NONE" refuses'
+
+
+class LongDocumentFields(BaseModel):
+    """The long-document keywords every rerank shape takes."""
+
+    max_tokens_per_doc: StrictPositive | None = Field(default=None, description=_CAP_DOC)
+    max_tokens_per_query: StrictPositive | None = Field(default=None, description=_CAP_QUERY)
+    truncate: Literal["END", "NONE"] = Field(default="END", description=_TRUNCATE)
+    long_documents: Literal["truncate", "chunk"] = Field(default="truncate", description=_LONG)
+    chunk_tokens: StrictPositive | None = Field(default=None, description=_CHUNK)
+    chunk_overlap: NonNegative | None = Field(default=None, description=_OVERLAP)
+    max_chunks_per_doc: StrictPositive | None = Field(default=None, description=_MAX_CHUNKS)
+
+    def long_document_call(self) -> dict[str, Any]:
+        """These fields as Reranker.rerank keyword arguments."""
+        return {name: getattr(self, name) for name in LongDocumentFields.model_fields}
+
+
+class RerankRequest(LongDocumentFields):
     """POST /v1/rerank (IONOS AI Model Hub shape)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -93,6 +124,9 @@ class EmbeddingRequest(BaseModel):
     instruction: StrictStr | None = Field(default=None, description="task instruction (default: the model's)")
     dimensions: PositiveInteger | None = Field(default=None, description="keep the first n dimensions (MRL)")
     encoding_format: Literal["float", "base64"] = Field(default="float")
+    truncate: Literal["END", "START", "NONE"] = Field(
+        default="END", description='an input over max_length: "END" cuts its end, "START" the start of its text, '
+                                   '"NONE" refuses it with a 413 naming input[i]')
     user: StrictStr | None = Field(default=None, description="accepted for OpenAI compatibility; ignored")
 
 
@@ -122,12 +156,20 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ChunkInfo(BaseModel):
+    index: int = Field(description="the winning window (0-based)")
+    count: int = Field(description="windows scored for this document")
+    start: int = Field(description="character offset of the window's text in the document's text")
+    end: int = Field(description="character offset just past it")
+
+
 class RerankResult(BaseModel):
     index: int = Field(description="position of the document in the request")
     document: dict[str, Any] | None = Field(default=None, description='the echoed document ({"text", '
                                             '"multi_modal"}); only with return_documents')
     relevance_score: float = Field(description="sigmoid of the model's yes-vs-no logit, in [0, 1]")
     raw_score: float | None = Field(default=None, description="the logit itself; only with raw_scores")
+    chunk: ChunkInfo | None = Field(default=None, description='the best window; only with long_documents="chunk"')
 
 
 class Usage(BaseModel):
@@ -145,7 +187,7 @@ class RerankResponse(BaseModel):
     usage: Usage
 
 
-class CohereV2RerankRequest(BaseModel):
+class CohereV2RerankRequest(LongDocumentFields):
     """POST /v2/rerank (Cohere v2 shape; also accepts vlrank's multimodal documents)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -158,10 +200,6 @@ class CohereV2RerankRequest(BaseModel):
     query: Side = Field(description='a string (or vlrank\'s {"content": [parts]})')
     documents: Annotated[list[Side], Field(min_length=1)] = Field(description="the texts (or content objects) to score")
     top_n: StrictPositive | None = Field(default=None, description="keep only the best n results")
-    max_tokens_per_doc: StrictPositive | None = Field(
-        default=None,
-        description="accepted for compatibility and not applied: vlrank truncates each pair to the model's max_length "
-                    "(meta.warnings says so)")
     priority: AnyInt32 | None = Field(default=None, description="accepted for compatibility; not applied")
     return_documents: StrictBool = Field(default=False, description="vlrank extension: echo each document")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
@@ -188,6 +226,8 @@ class ScoreRequest(BaseModel):
         description="one query, or one query per text_2 (pairs)")
     text_2: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(description="the texts to score")
     raw_scores: StrictBool = Field(default=False, description="vlrank extension: add raw_score (the logit)")
+    max_tokens_per_doc: StrictPositive | None = Field(default=None, description=_CAP_DOC + " (each text_2)")
+    max_tokens_per_query: StrictPositive | None = Field(default=None, description=_CAP_QUERY + " (text_1)")
     truncate_prompt_tokens: PromptTokens | None = Field(
         default=None,
         description="accepted for compatibility and not applied (pairs keep the model's max_length)")

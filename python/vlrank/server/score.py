@@ -75,7 +75,8 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
 
     async def score(body: ScoreRequest, request: Request) -> Response:
         calls = [{"query": q, "documents": d, "top_n": None, "instruction": None, "return_documents": False,
-                  "raw_scores": body.raw_scores} for q, d in pairs(body.text_1, body.text_2)]
+                  "raw_scores": body.raw_scores, "max_tokens_per_doc": body.max_tokens_per_doc,
+                  "max_tokens_per_query": body.max_tokens_per_query} for q, d in pairs(body.text_1, body.text_2)]
 
         def shape(results: list[dict[str, Any]]) -> dict[str, Any]:
             prompt = sum(r["usage"]["prompt_tokens"] for r in results)
