@@ -3,7 +3,8 @@
 What differs from the other tasks: the prompt (one input per row, the embedding instruction) and the
 result (one vector per input). ``dimensions=k`` (MRL) keeps the first k
 values of the L2-normalised vector and re-normalises them; ``encoding_format="base64"`` returns the
-little-endian float32 bytes base64-encoded, as OpenAI does.
+little-endian float32 bytes base64-encoded, as OpenAI does. ``output_type="int8" | "uint8" | "binary" |
+"ubinary"`` quantizes the final vector (scheme: ``quantize_out``); base64 then encodes the quantized bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import parse_embedding_input
 from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
+from vlrank.tasks.quantize_out import as_json, check_output_type, quantize, raw_bytes
 
 ENCODINGS = ("float", "base64")
 
@@ -28,6 +30,7 @@ ENCODINGS = ("float", "base64")
 class _Prepared(Prepared):
     dimensions: int | None
     encoding_format: str
+    output_type: str = "float"
 
 
 class Embedder(Task):
@@ -35,7 +38,8 @@ class Embedder(Task):
 
     task = "embed"
     method = "embed"
-    call_args = frozenset({"input", "messages", "instruction", "dimensions", "encoding_format"})
+    call_args = frozenset({"input", "messages", "instruction", "dimensions", "encoding_format",
+                           "output_type"})
     inputs_field = "input"
     image_verb = "embed"
 
@@ -46,10 +50,13 @@ class Embedder(Task):
 
     # ---- public API -------------------------------------------------------------------------------------
     def embed(self, input: Any = None, *, messages: Any = None, instruction: str | None = None,  # noqa: A002
-              dimensions: int | None = None, encoding_format: str = "float") -> dict:
-        """``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``."""
+              dimensions: int | None = None, encoding_format: str = "float",
+              output_type: str = "float") -> dict:
+        """``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``;
+        ``output_type``: "float", "int8", "uint8", "binary" or "ubinary" (see ``vlrank.tasks.quantize_out``)."""
         return self._call(input=input, messages=messages, instruction=instruction, dimensions=dimensions,
-                          encoding_format=encoding_format)
+                          encoding_format=encoding_format,
+                          output_type=output_type)
 
     def embed_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many embed calls through one batch plan; result i equals ``embed(**calls[i])``; a bad call
@@ -59,11 +66,13 @@ class Embedder(Task):
     # ---- steps ----------------------------------------------------------------------------------------------
 
     def _prepare(self, *, input: Any = None, messages: Any = None, instruction: str | None = None,  # noqa: A002
-                 dimensions: int | None = None, encoding_format: str = "float", images=None) -> _Prepared:
+                 dimensions: int | None = None, encoding_format: str = "float", images=None,
+                 output_type: str = "float") -> _Prepared:
         dimensions = check_positive(dimensions, field="dimensions", what="or None for all", upper=self.dimensions)
         if encoding_format not in ENCODINGS:
             raise InvalidInputError(f"encoding_format={encoding_format!r}; pass 'float' or 'base64'",
                                     field="encoding_format")
+        output_type = check_output_type(output_type)
         instruction = check_instruction(instruction)
         inputs = parse_embedding_input(input=input, messages=messages, policy=self.fetch_policy)
         # Truncation to max_length may not cut a video (as for images): a video is bounded by max_length.
@@ -74,7 +83,8 @@ class Embedder(Task):
                            max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                            videos=per_video)
         rows = [Row(list(r), side_blocks(vids, imgs)) for r, vids, imgs in zip(ids, per_video, per_input)]
-        return _Prepared(rows=rows, dimensions=dimensions, encoding_format=encoding_format)
+        return _Prepared(rows=rows, dimensions=dimensions, encoding_format=encoding_format,
+                         output_type=output_type)
 
     def _result(self, p: _Prepared, outputs: np.ndarray) -> dict:
         data = []
@@ -83,9 +93,10 @@ class Embedder(Task):
             if p.dimensions is not None:
                 head = vec[: p.dimensions].astype(np.float64)
                 vec = (head / max(float(np.linalg.norm(head)), 1e-12)).astype(np.float32)
+            out = quantize(vec, p.output_type)
             if p.encoding_format == "base64":
-                value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+                value: Any = base64.b64encode(raw_bytes(out)).decode("ascii")
             else:
-                value = [float(v) for v in vec]
+                value = as_json(out)
             data.append({"object": "embedding", "embedding": value, "index": i})
         return {"object": "list", "data": data, "model": self.name, "usage": usage(p.rows)}
