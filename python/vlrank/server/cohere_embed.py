@@ -67,9 +67,12 @@ def embed_inputs(body: CohereEmbedRequest) -> tuple[str, list[Any]]:
 
 
 def _renamer(source: str) -> Callable[[int, str], str]:
-    """The library's ``input[i]...`` -> ``texts[i]...`` / ``inputs[i]...``; an image is the string
-    ``images[i]`` itself (the part it was wrapped in is ours, not the client's)."""
+    """The library's ``input[i]...`` -> ``texts[i]...`` / ``inputs[i]...`` (an image is the string
+    ``images[i]`` itself: the part it was wrapped in is ours, not the client's); ``dimensions`` ->
+    ``output_dimension``."""
     def rename(_: int, field: str) -> str:
+        if field == "dimensions":
+            return "output_dimension"
         if not field.startswith("input"):
             return field
         rest = field[len("input"):]
