@@ -210,3 +210,10 @@ def test_schemathesis_on_the_new_routes_finds_no_5xx(live):
             check()
     assert not failures, failures[:5]
     assert any(status == 200 for _, status in seen), seen
+
+
+def test_cli_tei_default_must_name_a_model(exported_models, capsys):
+    from vlrank.cli import main
+
+    rc = main(["serve", "--model", f"{VL_EMBED}={exported_models[VL_EMBED]}", "--tei-default", "nope", "--port", "0"])
+    assert rc == 2 and "--tei-default 'nope'" in capsys.readouterr().err
