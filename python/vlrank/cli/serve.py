@@ -20,7 +20,8 @@ EXAMPLES = """examples:
     -d '{"model": "reranker", "query": "capital of France?", "documents": ["Paris", "Berlin"], "top_n": 1}'
 
 routes: POST /v1/rerank, POST /v1/embeddings, GET /v1/models, GET /health (503 until warm),
-        GET /metrics (Prometheus), GET /openapi.json, GET /docs (with --docs)
+        GET /metrics (Prometheus), GET /openapi.json, GET /docs (with --docs);
+        Cohere POST /v2/rerank, /v1/embed, /v2/embed; vLLM POST /score; TEI POST /rerank, /embed, GET /info
 """
 
 
@@ -68,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--docs", action="store_true",
                         help="serve Swagger UI at /docs (it loads its scripts from a CDN; /openapi.json is "
                              "always served)")
+    parser.add_argument("--tei-default", default=None, metavar="NAME",
+                        help="the model TEI's /rerank, /embed and /info use when a request names none (default: "
+                             "the only model of the route's kind)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -109,11 +113,16 @@ def run(args: argparse.Namespace) -> int:
         docs=args.docs,
         max_image_pixels=args.max_image_pixels,
         max_video_bytes=args.max_video_bytes,
+        tei_default=args.tei_default,
     )
     policy = settings.fetch_policy()
     # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
     specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels)
              for name, path in parse_model_args(args.models).items()}
+    if args.tei_default is not None and args.tei_default not in specs:
+        print(f"vlrank serve: --tei-default {args.tei_default!r} is not one of the --model names "
+              f"({', '.join(specs)}); pass one of them", file=sys.stderr)
+        return 2
     app = create_app(specs, settings=settings)
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print("vlrank serve: warning: no API key and listening beyond localhost", file=sys.stderr)

@@ -14,7 +14,7 @@ from .models import ModelSpec, kind_of
 
 # Request schema name -> the kind of model its examples name.
 EXAMPLE_KINDS = {"RerankRequest": RERANK, "CohereV2RerankRequest": RERANK, "ScoreRequest": RERANK,
-                 "EmbeddingRequest": EMBED}
+                 "EmbeddingRequest": EMBED, "CohereEmbedRequest": EMBED}
 
 
 def served_ids(models: Mapping[str, Any]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import api_docs, cohere, score
+from . import api_docs, cohere, cohere_embed, score, tei
 from .engines import EMBED, RERANK
 from .errors import install_handlers
 from .memory import map_large_buffers
@@ -38,7 +38,7 @@ from .state import READY, STOPPING, ServerState
 log = logging.getLogger("vlrank.server")
 
 ROUTES = frozenset({"/v1/rerank", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs",
-                    "/v2/rerank", "/score", "/v1/score"})
+                    "/v2/rerank", "/score", "/v1/score"}) | tei.ROUTES | cohere_embed.ROUTES
 
 
 def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = None) -> FastAPI:
@@ -46,6 +46,9 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     settings = settings or ServerSettings()
     if not models:
         raise ValueError("models: serve at least one model (id -> vlrank.Reranker / vlrank.Embedder / ModelSpec)")
+    if settings.tei_default is not None and settings.tei_default not in models:
+        raise ValueError(f"tei_default: {settings.tei_default!r} is not a served model; pass one of "
+                         f"{', '.join(models)}")
     state = ServerState(models, settings)
     map_large_buffers()  # decoded media go back to the system when freed (memory.py)
 
@@ -81,7 +84,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
 
     # Auth is checked in a pure ASGI middleware (before the body is parsed, so an unauthenticated client
     # learns nothing about validation); FastAPI dependencies would cost a thread hop per request.
-    app.add_middleware(AuthMiddleware, api_key=settings.api_key, protected_prefix=("/v1/", "/v2/", "/score"))
+    app.add_middleware(AuthMiddleware, api_key=settings.api_key, protected_prefix=("/v1/", "/v2/", "/score",
+                                                                          *sorted(tei.ROUTES)))
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, known_paths=ROUTES)
     auth = {"security": [{"bearer": []}]} if settings.api_key is not None else {}
 
@@ -129,6 +133,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
 
     cohere.add_routes(app, state, auth=auth)
     score.add_routes(app, state, auth=auth)
+    tei.add_routes(app, state, auth=auth)
+    cohere_embed.add_routes(app, state, auth=auth)
     api_docs.name_served_models(app, models)
     _ = ErrorResponse  # documented through ERROR_RESPONSES
     if settings.api_key is not None:

@@ -262,3 +262,137 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "models are still loading, or the server is shutting down; retry after Retry-After seconds",
     }.items()
 }
+
+
+# ---- TEI (text-embeddings-inference) shapes: tei.py ----------------------------------------------------------
+TruncationDirection = Literal["right", "left", "Right", "Left"]
+_TRUNCATE_NOTE = ("accepted for TEI compatibility; applied: every input is cut to the model's max_length at its "
+                  "end (TEI's truncate=true, truncation_direction=right), whatever is sent")
+
+
+class TeiRerankRequest(BaseModel):
+    """POST /rerank (TEI shape): ``query`` against each of ``texts``; the answer is a list, best first."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"query": "What is Deep Learning?", "texts": ["Deep Learning is ...", "Paris is ..."],
+                      "return_text": True}]
+    })
+
+    query: StrictStr = Field(description="the query")
+    texts: Annotated[list[StrictStr], Field(min_length=1)] = Field(description="the texts to score")
+    raw_scores: StrictBool = Field(default=False, description="score is the logit instead of its sigmoid")
+    return_text: StrictBool = Field(default=False, description="echo each text in its result")
+    truncate: StrictBool | None = Field(default=None, description=_TRUNCATE_NOTE)
+    truncation_direction: TruncationDirection = Field(default="right", description=_TRUNCATE_NOTE)
+    model: StrictStr | None = Field(default=None, description="vlrank extension: a served reranker's id (default: "
+                                                              "--tei-default, or the only reranker served)")
+
+
+class TeiRank(BaseModel):
+    index: int = Field(description="position of the text in the request")
+    text: str | None = Field(default=None, description="the text; only with return_text")
+    score: float = Field(description="sigmoid of the yes-vs-no logit (the logit itself with raw_scores)")
+
+
+class TeiEmbedParameters(BaseModel):
+    """The ``parameters`` object huggingface_hub's ``InferenceClient.feature_extraction`` sends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalize: StrictBool | None = None
+    prompt_name: StrictStr | None = None
+    truncate: StrictBool | None = None
+    truncation_direction: TruncationDirection | None = None
+    dimensions: StrictPositive | None = None
+    encoding_format: Literal["float"] | None = None
+
+
+class TeiEmbedRequest(BaseModel):
+    """POST /embed (TEI shape): one vector per input, ``[[float]]``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"inputs": ["What is Deep Learning?", "A cat on a sofa."], "normalize": True}]
+    })
+
+    inputs: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] = Field(description="a text or a list")
+    normalize: StrictBool = Field(default=True, description="the vectors are L2-normalised (the model is trained "
+                                                            "for cosine); false is refused")
+    truncate: StrictBool | None = Field(default=None, description=_TRUNCATE_NOTE)
+    truncation_direction: TruncationDirection = Field(default="right", description=_TRUNCATE_NOTE)
+    dimensions: StrictPositive | None = Field(default=None, description="keep the first n dimensions (MRL), "
+                                                                       "re-normalised")
+    prompt_name: StrictStr | None = Field(default=None, description="no named prompts are configured: refused")
+    parameters: TeiEmbedParameters | None = Field(default=None, description="huggingface_hub's envelope: the same "
+                                                                           "fields, nested")
+    model: StrictStr | None = Field(default=None, description="vlrank extension: a served embedding model's id "
+                                                              "(default: --tei-default, or the only one served)")
+
+
+class TeiErrorResponse(BaseModel):
+    """Every non-2xx answer of the TEI routes (TEI's own error body)."""
+
+    error: str
+    error_type: Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]
+
+
+class TeiInfo(BaseModel):
+    """GET /info (TEI shape)."""
+
+    model_id: str
+    model_sha: str | None = None
+    model_dtype: str
+    model_type: dict[str, Any] = Field(description='{"embedding": {"pooling": "last_token"}} or {"reranker": '
+                                                   '{"id2label", "label2id"}}')
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None = None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str
+    sha: str | None = None
+    docker_label: str | None = None
+
+
+# ---- Cohere embed (v1 / v2) shapes: cohere_embed.py ----------------------------------------------------------
+EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
+CohereInputType = Literal["search_query", "search_document", "classification", "clustering", "image"]
+
+
+class CohereEmbedRequest(BaseModel):
+    """POST /v2/embed and /v1/embed (Cohere shape): exactly one of texts, images (data URIs) or inputs."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"model": "embedder", "input_type": "search_document",
+                      "texts": ["The food was delicious.", "A cat on a sofa."],
+                      "embedding_types": ["float", "int8", "binary"]}]
+    })
+
+    model: StrictStr = Field(description="id of a served embedding model (GET /v1/models)")
+    input_type: CohereInputType | None = Field(
+        default=None, description="picks the instruction: search_query -> \"Retrieve images or text relevant to "
+                                  "the user's query.\"; the others -> the model's default (\"Represent the user's "
+                                  "input.\")")
+    texts: Annotated[list[StrictStr], Field(min_length=1)] | None = Field(default=None, description="texts")
+    images: Annotated[list[StrictStr], Field(min_length=1)] | None = Field(
+        default=None, description="images as data URIs (data:image/png;base64,...)")
+    inputs: Annotated[list[dict[str, Any]], Field(min_length=1)] | None = Field(
+        default=None, description='[{"content": [{"type": "text", "text"}, {"type": "image_url", "image_url": '
+                                  '{"url"}}]}]: one embedding per input')
+    embedding_types: Annotated[list[EmbeddingType], Field(min_length=1)] | None = Field(
+        default=None, description="default [\"float\"] (v1: a plain float list when omitted)")
+    output_dimension: StrictPositive | None = Field(default=None, description="keep the first n dimensions (MRL)")
+    truncate: Literal["NONE", "START", "END"] | None = Field(
+        default=None, description="accepted; applied: each input is cut to the model's max_length at its END")
+    max_tokens: StrictPositive | None = Field(default=None, description="accepted for compatibility; not applied")
+    priority: AnyInt32 | None = Field(default=None, description="accepted for compatibility; not applied")
+
+
+class CohereEmbedResponse(BaseModel):
+    id: str
+    embeddings: dict[str, list[Any]] | list[list[float]] = Field(
+        description="{type: one entry per input} (v1 without embedding_types: a list of float vectors)")
+    texts: list[str]
+    meta: dict[str, Any]
+    response_type: Literal["embeddings_floats", "embeddings_by_type"] | None = None

@@ -56,6 +56,8 @@ class ServerSettings:
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     max_media_bytes: int = 4 * 2**30
     media_wait_s: float = 30.0
+    #: the model TEI's /rerank, /embed and /info use when a request names none (--tei-default)
+    tei_default: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s", "media_wait_s"):

@@ -3,7 +3,8 @@
 What differs from the other tasks: the prompt (one input per row, the embedding instruction) and the
 result (one vector per input). ``dimensions=k`` (MRL) keeps the first k
 values of the L2-normalised vector and re-normalises them; ``encoding_format="base64"`` returns the
-little-endian float32 bytes base64-encoded, as OpenAI does.
+little-endian float32 bytes base64-encoded, as OpenAI does. ``output_type="int8" | "uint8" | "binary" |
+"ubinary"`` quantizes the final vector (scheme: ``quantize_out``); base64 then encodes the quantized bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vlrank.errors import InvalidInputError, VlrankError
 from vlrank.inputs import parse_embedding_input
 from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
 from vlrank.tasks.long_documents import EMBED_TRUNCATE, check_choice, refuse_over, side_text, token_spans, with_text
+from vlrank.tasks.quantize_out import as_json, check_output_type, quantize, raw_bytes
 
 ENCODINGS = ("float", "base64")
 
@@ -29,6 +31,7 @@ ENCODINGS = ("float", "base64")
 class _Prepared(Prepared):
     dimensions: int | None
     encoding_format: str
+    output_type: str = "float"
 
 
 class Embedder(Task):
@@ -36,8 +39,8 @@ class Embedder(Task):
 
     task = "embed"
     method = "embed"
-    call_args = frozenset({"input", "messages", "instruction", "dimensions", "encoding_format"})
-    call_args = call_args | {"truncate"}
+    call_args = frozenset({"input", "messages", "instruction", "dimensions", "encoding_format", "truncate",
+                           "output_type"})
     inputs_field = "input"
     image_verb = "embed"
 
@@ -48,14 +51,14 @@ class Embedder(Task):
 
     # ---- public API -------------------------------------------------------------------------------------
     def embed(self, input: Any = None, *, messages: Any = None, instruction: str | None = None,  # noqa: A002
-              truncate: str = "END",
-              dimensions: int | None = None, encoding_format: str = "float") -> dict:
-        """``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``."""
+              truncate: str = "END", dimensions: int | None = None, encoding_format: str = "float",
+              output_type: str = "float") -> dict:
+        """``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``;
+        ``output_type``: "float", "int8", "uint8", "binary" or "ubinary" (see ``vlrank.tasks.quantize_out``)."""
         # truncate: "END" cuts the end of a prompt over max_length, "START" the start of its text (Cohere's
         # START), "NONE" refuses it (ContextTooLongError naming input[i]).
         return self._call(input=input, messages=messages, instruction=instruction, dimensions=dimensions,
-                          truncate=truncate,
-                          encoding_format=encoding_format)
+                          truncate=truncate, encoding_format=encoding_format, output_type=output_type)
 
     def embed_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many embed calls through one batch plan; result i equals ``embed(**calls[i])``; a bad call
@@ -65,12 +68,13 @@ class Embedder(Task):
     # ---- steps ----------------------------------------------------------------------------------------------
 
     def _prepare(self, *, input: Any = None, messages: Any = None, instruction: str | None = None,  # noqa: A002
-                 truncate: Any = "END",
-                 dimensions: int | None = None, encoding_format: str = "float", images=None) -> _Prepared:
+                 truncate: Any = "END", dimensions: int | None = None, encoding_format: str = "float",
+                 images=None, output_type: str = "float") -> _Prepared:
         dimensions = check_positive(dimensions, field="dimensions", what="or None for all", upper=self.dimensions)
         if encoding_format not in ENCODINGS:
             raise InvalidInputError(f"encoding_format={encoding_format!r}; pass 'float' or 'base64'",
                                     field="encoding_format")
+        output_type = check_output_type(output_type)
         instruction = check_instruction(instruction)
         truncate = check_choice(truncate, field="truncate", choices=EMBED_TRUNCATE)
         inputs = parse_embedding_input(input=input, messages=messages, policy=self.fetch_policy)
@@ -84,7 +88,8 @@ class Embedder(Task):
                            max_length=self.max_length, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                            videos=per_video)
         rows = [Row(list(r), side_blocks(vids, imgs)) for r, vids, imgs in zip(ids, per_video, per_input)]
-        return _Prepared(rows=rows, dimensions=dimensions, encoding_format=encoding_format)
+        return _Prepared(rows=rows, dimensions=dimensions, encoding_format=encoding_format,
+                         output_type=output_type)
 
     def _fit_start(self, inputs: list, images: list, videos: list, *, instruction: str | None,
                    truncate: str) -> list:
@@ -129,9 +134,10 @@ class Embedder(Task):
             if p.dimensions is not None:
                 head = vec[: p.dimensions].astype(np.float64)
                 vec = (head / max(float(np.linalg.norm(head)), 1e-12)).astype(np.float32)
+            out = quantize(vec, p.output_type)
             if p.encoding_format == "base64":
-                value: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+                value: Any = base64.b64encode(raw_bytes(out)).decode("ascii")
             else:
-                value = [float(v) for v in vec]
+                value = as_json(out)
             data.append({"object": "embedding", "embedding": value, "index": i})
         return {"object": "list", "data": data, "model": self.name, "usage": usage(p.rows)}
