@@ -89,14 +89,20 @@ def test_v1_client_floats_and_by_type(live, library):
     assert typed.embeddings.binary == lib(library, TEXTS, instruction=QUERY_INSTRUCTION, output_type="binary")
 
 
-def test_truncate_and_compat_fields_are_accepted_with_warnings(client, library):
+def test_truncate_is_applied_and_compat_fields_are_accepted_with_warnings(client, library):
     r = client.post("/v2/embed", json={"model": VL_EMBED, "texts": TEXTS, "input_type": "search_document",
                                        "truncate": "START", "max_tokens": 64, "priority": 1})
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"id", "embeddings", "texts", "meta"} and set(body["embeddings"]) == {"float"}
     warnings = body["meta"]["warnings"]
-    assert any("truncate=START" in w for w in warnings) and len(warnings) == 3
+    assert not any("truncate" in w for w in warnings) and len(warnings) == 2
+    long_text = "tokens " * 9000  # over the tiny embedder's 8,192-token max_length
+    refused = client.post("/v2/embed", json={"model": VL_EMBED, "texts": ["ok", long_text], "truncate": "NONE"})
+    assert refused.status_code == 413 and refused.json()["error"]["param"] == "texts[1]", refused.text
+    start = client.post("/v2/embed", json={"model": VL_EMBED, "texts": [long_text + "end"], "truncate": "START"})
+    lib = library[VL_EMBED].embed([long_text + "end"], truncate="START")["data"][0]["embedding"]
+    assert np.abs(np.asarray(start.json()["embeddings"]["float"][0]) - np.asarray(lib)).max() < 1e-6
     r = client.post("/v2/embed", json={"model": VL_EMBED, "texts": TEXTS, "truncate": "END"})
     assert "warnings" not in r.json()["meta"]
 

@@ -51,7 +51,7 @@ def test_rerank_is_the_library_best_first(client, library):
     assert r.status_code == 200, r.text
     assert r.json() == [{"index": x["index"], "score": pytest.approx(x["relevance_score"], abs=1e-6)} for x in lib]
     r = client.post("/rerank", json={"model": VL_RERANK, "query": QUERY, "texts": TEXTS, "raw_scores": True,
-                                     "return_text": True, "truncate": True, "truncation_direction": "left"})
+                                     "return_text": True, "truncate": True, "truncation_direction": "right"})
     got = r.json()
     assert [g["index"] for g in got] == [x["index"] for x in lib]
     for g, x in zip(got, lib):
@@ -217,3 +217,18 @@ def test_cli_tei_default_must_name_a_model(exported_models, capsys):
 
     rc = main(["serve", "--model", f"{VL_EMBED}={exported_models[VL_EMBED]}", "--tei-default", "nope", "--port", "0"])
     assert rc == 2 and "--tei-default 'nope'" in capsys.readouterr().err
+
+
+def test_truncation_flags_are_applied(client, library):
+    long_text = "tokens " * 9000  # over the tiny embedder's 8,192-token max_length
+    r = client.post("/embed", json={"model": VL_EMBED, "inputs": [TEXTS[0], long_text], "truncate": False})
+    assert r.status_code == 413, r.text
+    assert "inputs[1]" in r.json()["error"]
+    for direction, library_truncate in (("left", "START"), ("right", "END")):
+        r = client.post("/embed", json={"model": VL_EMBED, "inputs": [long_text + "end"], "truncate": True,
+                                        "truncation_direction": direction})
+        assert r.status_code == 200, r.text
+        lib = library[VL_EMBED].embed([long_text + "end"], truncate=library_truncate)["data"][0]["embedding"]
+        assert np.abs(np.asarray(r.json()[0]) - np.asarray(lib)).max() < 1e-6
+    r = client.post("/rerank", json={"model": VL_RERANK, "query": QUERY, "texts": TEXTS, "truncation_direction": "left"})
+    assert r.status_code == 400 and "truncation_direction" in r.json()["error"], r.text

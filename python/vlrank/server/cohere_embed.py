@@ -18,8 +18,8 @@ input."``; Qwen3-VL-Embedding has no separate classification / clustering / imag
 
 Answers: v2 ``{"id", "embeddings": {type: [...]}, "texts", "meta"}`` (default type ``float``); v1 the same with
 ``"response_type": "embeddings_by_type"``, or ``"embeddings_floats"`` and a plain list of float vectors when
-``embedding_types`` is left out. ``truncate`` (NONE / START / END), ``max_tokens`` and ``priority`` are accepted;
-every input is cut to the model's max_length at its end, and ``meta.warnings`` says so when they ask otherwise.
+``embedding_types`` is left out. ``truncate`` (NONE / START / END) is the library's (END when absent);
+``max_tokens`` and ``priority`` are accepted, not applied, and ``meta.warnings`` says so when they are sent.
 Errors are this server's JSON error body (as on /v2/rerank), ``param`` naming the Cohere field.
 """
 
@@ -96,9 +96,6 @@ def embeddings_by_type(vectors: list[Any], types: list[str]) -> dict[str, list[A
 
 def _warnings(body: CohereEmbedRequest) -> list[str]:
     out = []
-    if body.truncate in ("NONE", "START"):
-        out.append(f"truncate={body.truncate} is not applied by vlrank: each input is cut to the model's "
-                   "max_length at its END")
     out += [f"{name} is not applied by vlrank" for name in ("max_tokens", "priority") if getattr(body, name) is not None]
     return out
 
@@ -110,7 +107,8 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
         async def embed(body: CohereEmbedRequest, request: Request) -> Response:
             source, items = embed_inputs(body)
             instruction = INSTRUCTIONS[body.input_type] if body.input_type is not None else None
-            call = {"input": items, "instruction": instruction, "dimensions": body.output_dimension}
+            call = {"input": items, "instruction": instruction, "dimensions": body.output_dimension,
+                    "truncate": body.truncate or "END"}
             warnings = _warnings(body)
 
             def shape(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -266,8 +266,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # ---- TEI (text-embeddings-inference) shapes: tei.py ----------------------------------------------------------
 TruncationDirection = Literal["right", "left", "Right", "Left"]
-_TRUNCATE_NOTE = ("accepted for TEI compatibility; applied: every input is cut to the model's max_length at its "
-                  "end (TEI's truncate=true, truncation_direction=right), whatever is sent")
+_TRUNCATE_NOTE = ("TEI's truncation: absent or true cuts an input over the model's max_length (at its end, or with "
+                  "truncation_direction=left on /embed at the start of its text); false refuses it with a 413 "
+                  "naming the input. /rerank cuts at the end only (left is a 400)")
 
 
 class TeiRerankRequest(BaseModel):

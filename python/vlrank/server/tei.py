@@ -17,8 +17,9 @@ URL and get the served Qwen3 models. Shapes follow TEI's router (router/src/http
 
 TEI serves one model; here ``"model"`` in the body (a vlrank extension) picks one, else the server's
 ``tei_default`` (``vlrank serve --tei-default ID``), else the only model of the route's kind. Truncation: every
-input is cut to the model's max_length at its end (TEI's ``truncate: true``, direction right) whatever the
-flags say; the flags are accepted so TEI clients work unchanged.
+input over the model's max_length is cut (``truncate`` absent or true, TEI's ``auto_truncate``) at its end, or on
+``/embed`` with ``truncation_direction: left`` at the start of its text; ``truncate: false`` refuses it (413
+naming the input), as TEI does.
 """
 
 from __future__ import annotations
@@ -137,8 +138,13 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
                  response_model=list[TeiRank], response_model_exclude_none=True,
                  responses={200: {"description": "one result per text, best first"}, **TEI_ERRORS})
     async def rerank(body: TeiRerankRequest, request: Request) -> Response:
+        if body.truncate is not False and body.truncation_direction.lower() == "left":
+            raise ApiError(400, "truncation_direction: left is not served for reranking (a pair is cut at its "
+                                "document's end); send right, or truncate: false to refuse long pairs",
+                           param="truncation_direction", code="invalid_value")
         call = {"query": body.query, "documents": body.texts, "top_n": None, "instruction": None,
-                "return_documents": False, "raw_scores": body.raw_scores}
+                "return_documents": False, "raw_scores": body.raw_scores,
+                "truncate": "NONE" if body.truncate is False else "END"}
 
         def shape(results: list[dict[str, Any]]) -> Any:
             key = "raw_score" if body.raw_scores else "relevance_score"
@@ -165,7 +171,10 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
         if options.get("prompt_name") is not None:
             raise ApiError(400, f"prompt_name: {options['prompt_name']!r} names no prompt (this server has no "
                                 "named prompts); leave it out", param="prompt_name", code="invalid_value")
-        call = {"input": body.inputs, "dimensions": options.get("dimensions")}
+        truncate = options.get("truncate")
+        direction = str(options.get("truncation_direction") or "right").lower()
+        call = {"input": body.inputs, "dimensions": options.get("dimensions"),
+                "truncate": "NONE" if truncate is False else ("START" if direction == "left" else "END")}
 
         def shape(results: list[dict[str, Any]]) -> Any:
             return [d["embedding"] for d in results[0]["data"]]
