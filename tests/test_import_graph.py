@@ -20,12 +20,8 @@ from export_support import GOLDEN, VL_CKPT, exported
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "vlrank"
 RUNTIME = ("vlrank.inputs", "vlrank.preprocess", "vlrank.engine", "vlrank.tasks", "vlrank.server")
 
-# Cycles that may stay, each with its reason (a frozenset of the modules on the cycle).
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # ray/serve.py reads the package's install hint and error class in a function-local import that runs
-    # only after vlrank.ray itself has loaded (its __init__ imports serve); left to the ray owner.
-    frozenset({"vlrank.ray", "vlrank.ray.serve"}): "function-local, after the package has loaded",
-}
+# Cycles that may stay, each with its reason (a frozenset of the modules on the cycle): none today.
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 # Runtime modules that may import the exporter, with the reason.
 EXPORTER_USERS = {

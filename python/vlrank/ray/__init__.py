@@ -16,14 +16,7 @@ carry an ``error`` struct (type, message, field) instead of failing the job.
 
 from __future__ import annotations
 
-from vlrank.errors import RuntimeUnavailableError
-
-INSTALL_HINT = 'pip install "vlrank[ray]"'
-
-
-class RayUnavailableError(RuntimeUnavailableError, ImportError):
-    """Ray (or the part of it a function needs) is not installed."""
-
+from vlrank.ray.errors import INSTALL_HINT, RayUnavailableError
 
 try:
     import ray as _ray  # noqa: F401 - probe only; each module imports what it uses

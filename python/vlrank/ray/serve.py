@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlrank.errors import InvalidInputError
+from vlrank.ray.errors import INSTALL_HINT, RayUnavailableError
 
 DEPLOYMENT = "vlrank"
 _READY, _FAILED = "ok", "failed"
@@ -82,8 +83,6 @@ def _import_serve() -> Any:
     try:
         from ray import serve
     except ImportError:
-        from vlrank.ray import INSTALL_HINT, RayUnavailableError
-
         raise RayUnavailableError(f"vlrank.ray.serve_app needs Ray Serve; {INSTALL_HINT}", field="ray") from None
     return serve
 

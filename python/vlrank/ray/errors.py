@@ -1,0 +1,14 @@
+"""What ``vlrank.ray`` says when Ray is missing: a leaf, so the package and its modules import it one way."""
+
+from __future__ import annotations
+
+from vlrank.errors import RuntimeUnavailableError
+
+INSTALL_HINT = 'pip install "vlrank[ray]"'
+
+
+class RayUnavailableError(RuntimeUnavailableError, ImportError):
+    """Ray (or the part of it a function needs) is not installed."""
+
+
+__all__ = ["INSTALL_HINT", "RayUnavailableError"]
