@@ -232,14 +232,5 @@ def parse_embedding_input(
     return _resolve([parse_side(v, field=f"input[{i}]") for i, v in enumerate(input)], policy=policy)
 
 
-__all__ = [
-    "DEFAULT_MAX_DOCUMENTS",
-    "FetchPolicy",
-    "ImageSource",
-    "ParsedInput",
-    "VideoInput",
-    "parse_query",
-    "parse_documents",
-    "parse_embedding_input",
-    "holds_images",
-]
+__all__ = ["DEFAULT_MAX_DOCUMENTS", "ParsedInput", "holds_images", "parse_documents", "parse_embedding_input",
+           "parse_query"]
