@@ -76,12 +76,16 @@ async def _prepare(state: ServerState, served: ServedModel, request: Request, ca
     """Small text-only requests are prepared right on the loop: a hop to a worker thread costs a GIL hand-over
     (up to the 5 ms switch interval while the model thread runs Python code), which halved throughput at
     concurrency 32. Whether a request is text-only is read from its decoded fields (``holds_images``), never
-    from the raw body, so no spelling of a URL brings a fetch or a decode onto the event loop."""
+    from the raw body, so no spelling of a URL brings a fetch or a decode onto the event loop. Requests with media go
+    to the server's media pool (state.py): a few threads at a lower CPU priority than the model thread, so
+    decoding a video slows the requests that wait for it, not the batches running beside it."""
     def prepare() -> PreparedRequest:
         return served.engine.prepare(calls, rename=rename)
 
     try:
-        if _is_light(request) and not holds_images(*(v for c in calls for v in c.values())):
+        if holds_images(*(v for c in calls for v in c.values())):
+            return await asyncio.get_running_loop().run_in_executor(state.media_pool, prepare)
+        if _is_light(request):
             return prepare()
         return await run_in_threadpool(prepare)
     except VlrankError as exc:

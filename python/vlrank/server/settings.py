@@ -55,6 +55,8 @@ class ServerSettings:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     max_media_bytes: int = 4 * 2**30
+    #: threads that prepare requests holding images or videos (fetch, probe, decode), at a lower CPU priority
+    media_workers: int = 4
     media_wait_s: float = 30.0
     #: the model TEI's /rerank, /embed and /info use when a request names none (--tei-default)
     tei_default: str | None = None
@@ -66,7 +68,7 @@ class ServerSettings:
                 raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}", field=name)
         for name in ("max_queue", "max_documents", "max_body_bytes", "max_batch_tokens", "max_batch_requests",
                      "retry_after_s", "max_header_bytes", "max_image_pixels", "max_video_bytes",
-                     "max_media_bytes"):
+                     "max_media_bytes", "media_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, got {value!r}", field=name)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +46,10 @@ class ServerState:
         self.policy = settings.fetch_policy()
         # One budget for the decoded pixel rows of every prepared request of every model (engines.py).
         self.media = MediaBudget(settings.max_media_bytes, wait_s=settings.media_wait_s)
+        # Requests with images or videos are prepared here (route.py): at most media_workers decode at once, each
+        # at nice +MEDIA_NICE, so the model thread (nice 0) keeps its cores while a video decodes.
+        self.media_pool = ThreadPoolExecutor(max_workers=settings.media_workers, thread_name_prefix="vlrank-media",
+                                             initializer=_lower_priority)
         self.drain_deadline: float | None = None  # monotonic time; set when shutdown begins
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -141,6 +148,7 @@ class ServerState:
         self.status = STOPPING
         self.model_states = {name: STOPPING if state == READY else state
                              for name, state in self.model_states.items()}
+        self.media_pool.shutdown(wait=False, cancel_futures=True)
 
     def shutting_down(self) -> ApiError:
         return ApiError(503, "the server is shutting down; retry on another replica", code="shutting_down",
@@ -170,3 +178,16 @@ class ServerState:
             raise ApiError(400, f"model {name!r} is a {what}; send it to {route}",
                            param="model", code="model_not_supported")
         return served
+
+
+#: CPU niceness of the media pool's threads (and of the FFmpeg threads they start, which inherit it): media
+#: preparation yields the cores to the model thread. Measured on the 2-core dev machine (loaded, see notes).
+MEDIA_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this pool thread at nice +MEDIA_NICE (Linux sets niceness per thread); elsewhere, as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MEDIA_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted: the pool still bounds concurrency
+        pass
