@@ -27,7 +27,6 @@ import numpy as np
 
 from vlrank.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError
 from vlrank.extras import MissingExtraError
-from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
 
 #: 144 dpi puts an A4 / Letter page at about 2 megapixels: above the model's default ``max_pixels`` (1,280
 #: tokens), so the resize only ever shrinks a page and small print stays legible.
@@ -41,6 +40,9 @@ _EOF_WINDOW = 1024
 #: PDFium is not thread-safe: one document is open at a time in this process.
 _PDFIUM_LOCK = threading.Lock()
 _FPDF_ERR_PASSWORD = 4
+#: The library's decode limit for one source image (``vlrank.preprocess.images.DEFAULT_MAX_IMAGE_PIXELS``,
+#: restated because inputs does not import preprocess; tests/test_pdf.py holds them equal).
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _plan(doc: Any, *, name: str, dpi: float, pages: Sequence[int] | None, max_p
 
 def _checked(dpi: Any, max_pages: Any, max_image_pixels: Any, max_total_pixels: Any) -> tuple[float, int, int, int]:
     return (_check_positive(dpi, field="dpi", kind=float), _check_positive(max_pages, field="max_pages"),
-            check_max_image_pixels(max_image_pixels), _check_positive(max_total_pixels, field="max_total_pixels"))
+            _check_positive(max_image_pixels, field="max_image_pixels"), _check_positive(max_total_pixels, field="max_total_pixels"))
 
 
 def pdf_page_sizes(src: str | os.PathLike[str] | bytes, *, dpi: float = DEFAULT_DPI, pages: Sequence[int] | None = None,
@@ -217,4 +219,4 @@ def _render(doc: Any, size: PdfPageSize, *, dpi: float, name: str) -> dict[str, 
     return {"content": [{"type": "image", "image": pixels}]}
 
 
-__all__ = ["DEFAULT_DPI", "DEFAULT_MAX_PAGES", "DEFAULT_MAX_TOTAL_PIXELS", "PdfPageSize", "pdf_page_sizes", "pdf_pages"]
+__all__ = ["DEFAULT_DPI", "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_PAGES", "DEFAULT_MAX_TOTAL_PIXELS", "PdfPageSize", "pdf_page_sizes", "pdf_pages"]
