@@ -125,5 +125,6 @@ def name_pages(entries: list[dict[str, Any]], origins: dict[int, dict[str, Any]]
                                  "multi_modal": [{"type": "image_url", "image_url": {"url": origin["url"]}}]}
 
 
-__all__ = ["PdfFile", "pdf_file", "add_pdf_options", "expand_pdfs", "name_pages", "image_file", "text_part", "image_document", "video_file", "video_document", "add_video_options",
+__all__ = ["PdfFile", "pdf_file", "add_pdf_options", "expand_pdfs", "name_pages", "image_file", "text_part",
+           "image_document", "video_file", "video_document", "add_video_options",
            "with_video_options"]
