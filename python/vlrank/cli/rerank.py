@@ -1,5 +1,5 @@
 """``vlrank rerank --model M --query Q (--document D | --document-image PATH |
---document-video PATH ... | --documents FILE.jsonl)
+--document-video PATH | --document-pdf FILE ... | --documents FILE.jsonl)
 [--top-n N] [--raw-scores] [--max-tokens-per-doc N] [--truncate END|NONE] [--chunk ...]``: JSON on stdout. Documents keep their command-line order (then the file's)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import argparse
 from pathlib import Path
 
 from vlrank.cli.common import add_model_command, add_model_options, collect_inputs, load_model, write_json
-from vlrank.cli.media import add_video_options, image_document, video_document, with_video_options
+from vlrank.cli.media import (add_pdf_options, add_video_options, expand_pdfs, image_document, name_pages, pdf_file,
+                              video_document, with_video_options)
 
 EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "capital of France?" --document "Paris" --document "Berlin"
@@ -18,6 +19,7 @@ EXAMPLES = """examples:
   vlrank rerank --model out/rr --query "tax rules" --documents long.jsonl --chunk --chunk-tokens 512 --max-chunks 8
   vlrank rerank --model out/rr --query "a goal is scored" --document-video match1.mp4 --document-video match2.mp4 \\
       --fps 2 --max-frames 32
+  vlrank rerank --model out/rr --query "revenue by quarter" --document-pdf report.pdf --dpi 100 --top-n 3
   # docs.jsonl, one document per line:
   #   "a plain text document"
   #   {"content": [{"type": "image_url", "image_url": {"url": "file:///data/page1.png"}}]}
@@ -36,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an image file as a document (repeatable; in order with --document)")
     p.add_argument("--document-video", dest="document", action="append", type=video_document, metavar="PATH",
                    help="a video file as a document (repeatable; in order with --document)")
+    p.add_argument("--document-pdf", dest="document", action="append", type=pdf_file, metavar="FILE",
+                   help="a PDF: each page a document (repeatable; in order with --document); results name file and page")
     p.add_argument("--documents", type=Path, default=None,
                    help="a JSON-lines file, one document per line (a JSON string or an IONOS/OpenAI document object)")
     p.add_argument("--top-n", type=int, default=None)
@@ -58,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="tokens shared by neighbouring windows (default: 1/8 of the window)")
     long.add_argument("--max-chunks", type=int, default=None, metavar="N", help="most windows per document (16)")
     add_video_options(p)
+    add_pdf_options(p)
     add_model_options(p)
 
 
@@ -65,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.tasks import Reranker
 
     docs = collect_inputs(args.document, args.documents, file_flag="--documents", field="documents",
-                          missing="no documents: pass --document TEXT / --document-image / --document-video PATH "
-                                  "(repeatable) or "
+                          missing="no documents: pass --document TEXT / --document-image / --document-video PATH / "
+                                  "--document-pdf FILE (repeatable) or "
                                   "--documents FILE.jsonl")
-    docs = with_video_options(docs, args)
+    docs, pages = expand_pdfs(with_video_options(docs, args), args)
     rr = load_model(Reranker, args)
     out = rr.rerank(args.query, docs, top_n=args.top_n, instruction=args.instruction,
                     return_documents=not args.no_documents, raw_scores=args.raw_scores,
@@ -76,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
                     truncate=args.truncate, long_documents="chunk" if args.chunk else "truncate",
                     chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
                     max_chunks_per_doc=args.max_chunks)
+    name_pages(out["results"], pages)
     write_json(out)
     return 0

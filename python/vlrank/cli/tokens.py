@@ -1,9 +1,11 @@
-"""``vlrank tokens FILE... [--video-frames DIR_OR_GLOB] [--json] [--samples]``: the tokens each image and
-video costs, read from headers only (no pixel or frame is decoded, so it is instant even for huge files).
+"""``vlrank tokens FILE... [--video-frames DIR_OR_GLOB] [--json] [--samples]``: the tokens each image,
+video and PDF page costs, read from headers only (no pixel or frame is decoded and no page rendered, so it
+is instant even for huge files).
 
-Images: original size, resized size under the pixel budget, image tokens. Videos (files and frame lists):
-duration, fps, size, sampled frames, resized size, grid and tokens in the transformers 5.24 layout
-(timestamps and the vision wrappers included, as the model sees them), from the same plan that
+Images: original size, resized size under the pixel budget, image tokens. PDFs: one image row per page
+(``FILE#page=N``, format ``pdf``), its size the one ``vlrank.pdf_pages`` renders at ``--dpi``, from the page
+sizes alone. Videos (files and frame lists): duration, fps, size, sampled frames, resized size, grid and
+tokens in the transformers 5.24 layout (timestamps and the vision wrappers included, as the model sees them), from the same plan that
 ``vlrank.preprocess.video`` follows when it decodes.
 """
 
@@ -19,7 +21,9 @@ from pathlib import Path
 from vlrank import _native
 from vlrank.cli.common import add_command
 from vlrank.errors import ImageDecodeError, InvalidInputError
-from vlrank.preprocess.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens
+from vlrank.inputs.pdf import DEFAULT_DPI, DEFAULT_MAX_PAGES, pdf_page_sizes
+from vlrank.preprocess.images import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, count_image_tokens, image_tokens,
+                                     smart_resize)
 from vlrank.preprocess.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoPlan, plan_file, plan_frame_list
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
@@ -33,14 +37,16 @@ def sample_images() -> list[Path]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(
         subparsers, "tokens",
-        help="count the tokens of images and videos from their headers (no decoding)",
+        help="count the tokens of images, PDF pages and videos from their headers (no decoding)",
         description="Print each image's size, its resized size under the pixel budget and its image tokens; "
+                    "for each PDF page the same (its size at --dpi, nothing rendered); "
                     "for each video its duration, fps, size, sampled frames, resized size, grid and tokens "
                     "(timestamps and vision wrappers included), and the total.",
         examples="""examples:
   vlrank tokens --samples                        # the sample images shipped with vlrank
   vlrank tokens photo.jpg scan.png --json        # JSON on stdout, one object per image plus the total
   vlrank tokens photo.jpg --max-pixels 1843200   # the official Qwen budget instead of the hosted one
+  vlrank tokens report.pdf --dpi 100           # PDF pages: sizes at 100 dpi, nothing rendered
   vlrank tokens clip.mp4 talk.webm               # videos: sampled at 1 fps, at most 64 frames
   vlrank tokens clip.mp4 --fps 2 --max-frames 32 # the per-video options a request can pass
   vlrank tokens --video-frames 'shots/*.png'     # a frame list (the request's {"type": "video", "video": [...]})
@@ -53,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # probed as a video container. One positional list keeps `vlrank tokens a.jpg b.mp4` as simple as
     # for images, and a file that is neither gets one error naming both readings.
     p.add_argument("files", nargs="*", type=Path, metavar="FILE",
-                   help="image files (PNG, JPEG, WebP, GIF, BMP, TIFF) and video files (MP4, WebM, MKV, AVI, ...)")
+                   help="image files (PNG, JPEG, WebP, GIF, BMP, TIFF), PDF files (a row per page) and video files "
+                        "(MP4, WebM, MKV, AVI, ...)")
     p.add_argument("--video-frames", action="append", default=[], metavar="DIR_OR_GLOB",
                    help="a video given as its frames: a folder (its files in name order) or a quoted glob "
                         "(matches in name order); repeat for several videos")
@@ -71,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--total-pixels", type=float, default=None,
                    help="videos: pixel budget of all frames together, default 117964800 for files and "
                         "7864320 for frame lists (the official values); each frame is also capped at 786432")
+    p.add_argument("--dpi", type=float, default=DEFAULT_DPI,
+                   help=f"PDFs: the resolution pages render at, default {DEFAULT_DPI:g} (as vlrank.pdf_pages)")
+    p.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES,
+                   help=f"PDFs: refuse a PDF of more pages than this, default {DEFAULT_MAX_PAGES}")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--samples", action="store_true", help="also count the sample images shipped with vlrank")
 
@@ -87,6 +98,26 @@ def _is_image(path: Path) -> bool:
             return False
         raise
     return True
+
+
+def _is_pdf(path: Path) -> bool:
+    """True when the file starts like a PDF: ``%PDF-`` within its first 1,024 bytes (where readers look)."""
+    with path.open("rb") as f:
+        return b"%PDF-" in f.read(1024)
+
+
+def _pdf_rows(path: Path, args: argparse.Namespace) -> list[dict]:
+    """One image row per page at ``--dpi``, from the page sizes (the limits checked as pdf_pages checks them)."""
+    rows = []
+    for size in pdf_page_sizes(path, dpi=args.dpi, max_pages=args.max_pages, name=str(path)):
+        h, w = smart_resize(height=size.height, width=size.width, min_pixels=args.min_pixels,
+                            max_pixels=args.max_pixels)
+        rows.append(dict(image=f"{path}#page={size.page}", format="pdf", width=size.width, height=size.height,
+                         resized_width=w, resized_height=h,
+                         tokens=image_tokens(width=size.width, height=size.height, min_pixels=args.min_pixels,
+                                             max_pixels=args.max_pixels),
+                         file=str(path), page=size.page))
+    return rows
 
 
 def _image_row(path: Path, args: argparse.Namespace) -> dict:
@@ -191,13 +222,15 @@ def _table(images: list[dict], videos: list[dict], total: int) -> str:
 def run(args: argparse.Namespace) -> int:
     paths = list(args.files) + (sample_images() if args.samples else [])
     if not paths and not args.video_frames:
-        raise InvalidInputError("no inputs: pass image or video FILEs, --video-frames DIR_OR_GLOB, or --samples",
+        raise InvalidInputError("no inputs: pass image, PDF or video FILEs, --video-frames DIR_OR_GLOB, or --samples",
                                 field="files")
     images, videos = [], []
     for path in paths:
         if not path.is_file():
-            raise InvalidInputError(f"{path}: no such file; pass an existing image or video file", field=str(path))
-        if _is_image(path):
+            raise InvalidInputError(f"{path}: no such file; pass an existing image, PDF or video file", field=str(path))
+        if _is_pdf(path):
+            images += _pdf_rows(path, args)
+        elif _is_image(path):
             images.append(_image_row(path, args))
         else:
             videos.append(_video_file_row(path, args))
