@@ -7,39 +7,54 @@ import logging
 import sys
 from pathlib import Path
 
-from vlrank.cli.common import add_command
+from vlrank.cli.common import add_command, add_export_flags
 from vlrank.inputs.policy import DEFAULT_MAX_VIDEO_BYTES
 
 EXAMPLES = """examples:
-  vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr --task rerank
-  vlrank serve --model reranker=out/rr
+  vlrank serve --model reranker=Qwen/Qwen3-VL-Reranker-2B              # hub id: downloaded, exported once
+  vlrank serve --model reranker=ckpt/Qwen3-VL-Reranker-2B --precision float16 --providers cuda
   vlrank serve --model reranker=out/rr --model embedder=out/emb --host 0.0.0.0 --port 8080
-  VLRANK_API_KEY=secret vlrank serve --model reranker=out/rr --max-queue 64 --max-documents 500
+  VLRANK_API_KEY=secret vlrank serve --model reranker=out/rr --max-queue 64 --max-documents 500 \\
+      --intra-op-threads 4 --max-length 4096 --max-pixels 1003520
 
   curl -s localhost:8000/v1/rerank -H 'Authorization: Bearer secret' -H 'Content-Type: application/json' \\
     -d '{"model": "reranker", "query": "capital of France?", "documents": ["Paris", "Berlin"], "top_n": 1}'
 
-routes: POST /v1/rerank, POST /v1/embeddings, GET /v1/models, GET /health (503 until warm),
-        GET /metrics (Prometheus), GET /openapi.json, GET /docs (with --docs)
+routes (* = needs 'Authorization: Bearer KEY' when --api-key / $VLRANK_API_KEY is set):
+  * POST /v1/rerank        IONOS / Jina-style rerank
+  * POST /v2/rerank        Cohere rerank v2
+  * POST /v1/score         vLLM score API (also POST /score *)
+  * POST /v1/embeddings    OpenAI embeddings
+  * GET  /v1/models        the served models
+    GET  /health           200 when every model is ready; 503 while loading, failed or shutting down
+    GET  /metrics          Prometheus metrics
+    GET  /openapi.json     the API schema; GET /docs (Swagger UI) with --docs
 """
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers, "serve",
-        help="serve exported models over HTTP (rerank + embeddings, batching across requests)",
-        description="Serve exported vlrank models with an IONOS / OpenAI-compatible HTTP API. Each model's "
-        "kind (reranker or embedder) comes from its vlrank.json. Concurrent requests to one model are packed "
+        help="serve models over HTTP (rerank + embeddings, batching across requests)",
+        description="Serve vlrank models with an IONOS / OpenAI / Cohere-compatible HTTP API. A model is an "
+        "exported directory, a checkpoint directory or a hub id (exported once on first use, then cached); its "
+        "kind (reranker or embedder) comes from its vlrank.json or its checkpoint. Concurrent requests to one model are packed "
         "into shared model batches. file:// URLs and local paths in requests are always refused; http(s) "
         "image URLs to private addresses only with --allow-private-urls.",
         examples=EXAMPLES, run=run,
     )
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", dest="models",
-                        help="serve the exported model directory PATH under the id NAME (repeatable)")
+                        help="serve PATH under the id NAME (repeatable): an exported model directory, a checkpoint "
+                             "directory or a hub id (exported once on first use with --dtype / --precision / "
+                             "--quantize, then cached)")
+    add_model_flags(parser)
+    parser.add_argument("--keep-going", action="store_true",
+                        help="keep serving when a model fails to load (/health answers 503 'failed'); without it "
+                             "serve exits 1 with the reason")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 = any free port)")
     parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on /v1/* (default: $VLRANK_API_KEY; none = open)")
+                        help="require 'Authorization: Bearer KEY' on /v1/*, /v2/* and /score (the routes marked * below; "
+                             "/health, /metrics and /openapi.json stay open) (default: $VLRANK_API_KEY; none = open)")
     parser.add_argument("--max-queue", type=int, default=256, metavar="N",
                         help="requests waiting per model before answering 429 (default 256)")
     parser.add_argument("--max-documents", type=int, default=1000, metavar="N",
@@ -71,6 +86,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """How every served model is loaded (the vlrank.Reranker / Embedder keywords of the same names)."""
+    parser.add_argument("--providers", default=None, help="auto (default: CUDA when available), cpu or cuda")
+    parser.add_argument("--max-length", type=int, default=None, metavar="N",
+                        help="tokens per query + document pair / input (default: the model's)")
+    parser.add_argument("--min-pixels", type=int, default=None, metavar="N",
+                        help="smallest resized image area the model sees (default 4096)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest resized image area the model sees (default 1310720 = 1,280 image tokens)")
+    parser.add_argument("--intra-op-threads", type=int, default=None, metavar="N", dest="threads",
+                        help="ONNX Runtime intra-op threads per model (default: one per core)")
+    add_export_flags(parser)
+
+
 def parse_model_args(values: list[str]) -> dict[str, Path]:
     """["name=path", ...] -> {name: Path}; typed errors for a missing '=', empty parts or duplicates."""
     from vlrank.errors import InvalidInputError
@@ -93,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path, uvicorn_options
+    from vlrank.server.models import LoadOptions, ModelSpec
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(
@@ -110,15 +140,43 @@ def run(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_video_bytes=args.max_video_bytes,
     )
+    options = LoadOptions(providers=args.providers, max_length=args.max_length, min_pixels=args.min_pixels,
+                          max_pixels=args.max_pixels, threads=args.threads, dtype=args.dtype,
+                          precision=args.precision, quantize=args.quantize)
     policy = settings.fetch_policy()
-    # Manifests are read now so a wrong path fails before the port is bound; weights load in the background.
-    specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels)
+    # Paths are checked now so a wrong one fails before the port is bound; weights load in the background.
+    specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels,
+                                  options=options)
              for name, path in parse_model_args(args.models).items()}
+    failed: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def stop_on_failure(name: str, spec: ModelSpec) -> ModelSpec:
+        # A model that cannot load would leave a process answering 503 forever: say why in one line and stop
+        # (exit 1), unless --keep-going asks to serve the others.
+        def load():
+            try:
+                return spec.loader()
+            except Exception as exc:
+                failed.append(f"vlrank serve: error: model {name!r} failed to load: {' '.join(str(exc).split())}")
+                if server is not None:
+                    server.should_exit = True
+                raise
+        return ModelSpec(loader=load, kind=spec.kind)
+
+    if not args.keep_going:
+        specs = {name: stop_on_failure(name, spec) for name, spec in specs.items()}
     app = create_app(specs, settings=settings)
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print("vlrank serve: warning: no API key and listening beyond localhost", file=sys.stderr)
     # This process only serves: a shorter GIL switch interval lets the event loop take the GIL back from the
     # model thread's Python code quickly (default 5 ms per hand-over would cap small-request throughput).
     sys.setswitchinterval(0.0005)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(app, settings))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            **uvicorn_options(app, settings))
+    server = uvicorn.Server(config)
+    server.run()
+    if failed:
+        print("\n".join(failed), file=sys.stderr)
+        return 1
     return 0

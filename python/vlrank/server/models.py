@@ -1,4 +1,5 @@
-"""Which models a server serves: kind detection, loading from exported directories, served entries."""
+"""Which models a server serves: kind detection, loading from an exported directory, a checkpoint directory
+or a hub id (exported on first use), served entries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from vlrank.engine.manifest import read_manifest
+from vlrank.errors import ModelDirectoryError
 from vlrank.inputs import FetchPolicy
+from vlrank.modeldir import MANIFEST
 from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlrank.tasks import Embedder, Reranker
 
@@ -43,21 +46,80 @@ def manifest_task(path: str | Path) -> str:
     return read_manifest(path).task
 
 
-def facade_kwargs(*, name: str, policy: FetchPolicy,
-                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions:
+    """How the server loads every model it serves (``vlrank serve`` flags of the same names): the facade
+    keywords ``max_length``, ``min_pixels`` / ``max_pixels``, ``providers``, ``threads`` (ORT intra-op), and
+    the export options ``dtype`` / ``precision`` / ``quantize`` for a checkpoint or hub id exported on first
+    use. None leaves the facade's default."""
+
+    providers: str | None = None
+    max_length: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    threads: int | None = None
+    dtype: str | None = None
+    precision: str | None = None
+    quantize: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def facade_kwargs(*, name: str, policy: FetchPolicy, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  options: LoadOptions | None = None) -> dict[str, Any]:
     """The keyword arguments the server gives every task object it loads."""
     return {"name": name, "fetch_policy": policy, "ort_options": dict(SERVER_ORT_OPTIONS),
-            "max_image_pixels": max_image_pixels}
+            "max_image_pixels": max_image_pixels, **(options.kwargs() if options else {})}
+
+
+def checkpoint_task(source: str | Path, *, name: str | None = None) -> str:
+    """The task of a checkpoint directory or hub id (a hub id is downloaded): ``vlrank.export.infer_task``
+    from its config and name — a Qwen3-Embedding (text) checkpoint or an ambiguous name is its error."""
+    from vlrank.export import infer_task, resolve_checkpoint
+    from vlrank.export.checkpoint import open_checkpoint
+
+    src = resolve_checkpoint(source)
+    if (src / MANIFEST).is_file():
+        return manifest_task(src)
+    if not (src / "config.json").is_file():
+        raise ModelDirectoryError(
+            f"{source}: neither an exported model directory (no {MANIFEST}) nor a checkpoint directory (no "
+            "config.json); pass a directory made by `vlrank export`, a Hugging Face checkpoint directory or a "
+            "hub id such as Qwen/Qwen3-VL-Reranker-2B", field="model")
+    ckpt = open_checkpoint(src)
+    try:
+        label = name or (str(source) if not Path(source).expanduser().exists() else ckpt.name)
+        return infer_task(ckpt, label, None)
+    finally:
+        ckpt.close()
 
 
 def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
-                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ModelSpec:
-    """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory."""
-    kind = manifest_task(path)
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, options: LoadOptions | None = None) -> ModelSpec:
+    """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory, a
+    checkpoint directory or a hub id, as the library does (one way to name a model everywhere).
+
+    An exported directory's kind comes from its vlrank.json and a local checkpoint's from its config and name,
+    both now (a wrong path fails before the port is bound); a hub id is downloaded and exported when the
+    model loads (in the background, /health answering 503 meanwhile)."""
+    local = Path(path).expanduser()
+    kind: str | None = None
+    if (local / MANIFEST).is_file():
+        kind = manifest_task(local)
+    elif local.exists():
+        kind = checkpoint_task(local)
+    elif str(path).count("/") != 1 or str(path).startswith((".", "/", "~")):  # resolve_checkpoint's hub-id form
+        raise ModelDirectoryError(
+            f"--model {name}={path}: no such directory, and not a hub id (owner/name); pass an exported "
+            "model directory, a checkpoint directory or a hub id such as Qwen/Qwen3-VL-Reranker-2B",
+            field="model")
 
     def load() -> Any:
-        cls = Reranker if kind == RERANK else Embedder
-        return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels))
+        task = kind or checkpoint_task(path)
+        cls = Reranker if task == RERANK else Embedder
+        return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels,
+                                              options=options))
 
     return ModelSpec(loader=load, kind=kind)
 
