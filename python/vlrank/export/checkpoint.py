@@ -374,7 +374,7 @@ def _text_embedding_reason(ckpt: Checkpoint, name: str) -> str | None:
     'model.') has no causal-LM head, so it has no yes/no logits to score with. Exporting either as a
     reranker "succeeds" and returns meaningless scores, hence a refusal instead."""
     if "embedding" in name.lower():
-        return f"'{name}' is named as a Qwen3-Embedding (text) model"
+        return f"'{name}' is named as a Qwen3-Embedding model"
     if ckpt.text_prefix != "model.":
         return f"'{name}' holds a bare Qwen3Model (no causal-LM head; Qwen3-Embedding's layout)"
     return None
@@ -392,8 +392,8 @@ def infer_task(ckpt: Checkpoint, name: str, task: str | None) -> str:
         reason = _text_embedding_reason(ckpt, name)
         if reason is not None:
             raise ModelDirectoryError(
-                f"{reason}: vlrank does not serve the Qwen3-Embedding text family (its last-token pooling "
-                f"and instruction format are not implemented). vlrank serves {SERVED}; for embeddings of "
+                f"{reason}: a Qwen3-Embedding (text) checkpoint, which vlrank does not serve (its last-token "
+                f"pooling and instruction format are not implemented). vlrank serves {SERVED}; for embeddings of "
                 "text (and images), export a Qwen3-VL-Embedding checkpoint (e.g. Qwen/Qwen3-VL-Embedding-2B)",
                 field="model")
         if task is not None and task != "rerank":
