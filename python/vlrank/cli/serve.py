@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve PATH under the id NAME (repeatable): an exported model directory, a checkpoint "
                              "directory or a hub id (exported once on first use with --dtype / --precision / "
                              "--quantize, then cached)")
+    parser.add_argument("--task", action="append", default=[], metavar="NAME=TASK", dest="tasks",
+                        help="the task (rerank or embed) of model NAME, where its checkpoint's config and name "
+                             "cannot tell it (repeatable)")
     add_model_flags(parser)
     parser.add_argument("--keep-going", action="store_true",
                         help="keep serving when a model fails to load (/health answers 503 'failed'); without it "
@@ -102,20 +105,37 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse_model_args(values: list[str]) -> dict[str, Path]:
     """["name=path", ...] -> {name: Path}; typed errors for a missing '=', empty parts or duplicates."""
+    return {name: Path(path).expanduser() for name, path in _pairs(values, flag="--model", example="reranker=out/rr")}
+
+
+def parse_task_args(values: list[str], *, models: dict[str, Path]) -> dict[str, str]:
+    """["name=task", ...] -> {name: task} for served model names only."""
     from vlrank.errors import InvalidInputError
 
-    out: dict[str, Path] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise InvalidInputError(f"--model {value!r}: expected NAME=PATH, e.g. --model reranker=out/rr",
-                                    field="--model")
-        if name in out:
-            raise InvalidInputError(f"--model: id {name!r} is given twice; use a distinct NAME per model",
-                                    field="--model")
-        out[name] = Path(path).expanduser()
+    out = dict(_pairs(values, flag="--task", example="reranker=rerank"))
+    for name, task in out.items():
+        if name not in models:
+            raise InvalidInputError(f"--task {name}={task}: no --model {name}=...; name a served model",
+                                    field="--task")
+        if task not in ("rerank", "embed"):
+            raise InvalidInputError(f"--task {name}={task}: pass rerank or embed", field="--task")
     return out
+
+
+def _pairs(values: list[str], *, flag: str, example: str) -> list[tuple[str, str]]:
+    from vlrank.errors import InvalidInputError
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        name, rest = name.strip(), rest.strip()
+        if not sep or not name or not rest:
+            raise InvalidInputError(f"{flag} {value!r}: expected NAME={'PATH' if flag == '--model' else 'TASK'}, "
+                                    f"e.g. {flag} {example}", field=flag)
+        if name in out:
+            raise InvalidInputError(f"{flag}: id {name!r} is given twice; use a distinct NAME per model", field=flag)
+        out[name] = rest
+    return list(out.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,9 +165,11 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, quantize=args.quantize)
     policy = settings.fetch_policy()
     # Paths are checked now so a wrong one fails before the port is bound; weights load in the background.
+    models = parse_model_args(args.models)
+    tasks = parse_task_args(args.tasks, models=models)
     specs = {name: spec_from_path(name, path, policy=policy, max_image_pixels=settings.max_image_pixels,
-                                  options=options)
-             for name, path in parse_model_args(args.models).items()}
+                                  options=options, task=tasks.get(name))
+             for name, path in models.items()}
     failed: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -175,7 +197,10 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             **uvicorn_options(app, settings))
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C / SIGINT it drained on: a clean stop (as uvicorn.run)
+        pass
     if failed:
         print("\n".join(failed), file=sys.stderr)
         return 1

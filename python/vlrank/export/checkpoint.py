@@ -410,6 +410,6 @@ def infer_task(ckpt: Checkpoint, name: str, task: str | None) -> str:
     raise ModelDirectoryError(
         f"cannot tell whether '{name}' is a reranker or an embedder (its name has neither '-Reranker' nor "
         "'-Embedding', and both share the Qwen3-VL architecture); pass task='rerank' or task='embed' "
-        "(CLI: --task)",
+        "(CLI: vlrank export --task, vlrank serve --task NAME=TASK)",
         field="task",
     )

@@ -73,10 +73,10 @@ def facade_kwargs(*, name: str, policy: FetchPolicy, max_image_pixels: int = DEF
             "max_image_pixels": max_image_pixels, **(options.kwargs() if options else {})}
 
 
-def checkpoint_task(source: str | Path, *, name: str | None = None) -> str:
+def checkpoint_task(source: str | Path, *, task: str | None = None) -> str:
     """The task of a checkpoint directory or hub id (a hub id is downloaded): ``vlrank.export.infer_task``
     from its config and name — a Qwen3-Embedding (text) checkpoint or an ambiguous name is its error."""
-    from vlrank.export import infer_task, resolve_checkpoint
+    from vlrank.export import infer_task, resolve_checkpoint  # only a checkpoint needs the exporter
     from vlrank.export.checkpoint import open_checkpoint
 
     src = resolve_checkpoint(source)
@@ -89,26 +89,28 @@ def checkpoint_task(source: str | Path, *, name: str | None = None) -> str:
             "hub id such as Qwen/Qwen3-VL-Reranker-2B", field="model")
     ckpt = open_checkpoint(src)
     try:
-        label = name or (str(source) if not Path(source).expanduser().exists() else ckpt.name)
-        return infer_task(ckpt, label, None)
+        label = str(source) if not Path(source).expanduser().exists() else ckpt.name
+        return infer_task(ckpt, label, task)
     finally:
         ckpt.close()
 
 
 def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
-                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, options: LoadOptions | None = None) -> ModelSpec:
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, options: LoadOptions | None = None,
+                   task: str | None = None) -> ModelSpec:
     """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory, a
     checkpoint directory or a hub id, as the library does (one way to name a model everywhere).
 
     An exported directory's kind comes from its vlrank.json and a local checkpoint's from its config and name,
     both now (a wrong path fails before the port is bound); a hub id is downloaded and exported when the
-    model loads (in the background, /health answering 503 meanwhile)."""
+    model loads (in the background, /health answering 503 meanwhile). ``task`` ("rerank" | "embed") names
+    the task of a checkpoint whose config and name cannot tell it (``vlrank serve --task NAME=TASK``)."""
     local = Path(path).expanduser()
     kind: str | None = None
     if (local / MANIFEST).is_file():
         kind = manifest_task(local)
     elif local.exists():
-        kind = checkpoint_task(local)
+        kind = checkpoint_task(local, task=task)
     elif str(path).count("/") != 1 or str(path).startswith((".", "/", "~")):  # resolve_checkpoint's hub-id form
         raise ModelDirectoryError(
             f"--model {name}={path}: no such directory, and not a hub id (owner/name); pass an exported "
@@ -116,8 +118,7 @@ def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
             field="model")
 
     def load() -> Any:
-        task = kind or checkpoint_task(path)
-        cls = Reranker if task == RERANK else Embedder
+        cls = Reranker if (kind or checkpoint_task(path, task=task)) == RERANK else Embedder
         return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels,
                                               options=options))
 
