@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlrank.errors import InvalidInputError
-from vlrank.modeldir import MANIFEST
+from vlrank.errors import InvalidInputError, ModelDirectoryError
+from vlrank.modeldir import MANIFEST, read_manifest
 
 # A first-use export that is still running after this many seconds says so on stderr (a download or an 8B
 # export takes minutes; a tiny test checkpoint exports in under a second and prints nothing).
@@ -124,4 +124,26 @@ def resolve_model_dir(model: str | Path, *, task: str, options: ExportOptions | 
     return target
 
 
-__all__ = ["ExportOptions", "DEFAULT_EXPORT", "cache_dir", "resolve_model_dir"]
+def checkpoint_task(source: str | Path, *, task: str | None = None) -> str:
+    """The task of a checkpoint directory or hub id (a hub id is downloaded): ``vlrank.export.infer_task``
+    from its config and name — a Qwen3-Embedding (text) checkpoint or an ambiguous name is its error."""
+    from vlrank.export import infer_task, resolve_checkpoint  # only a checkpoint needs the exporter
+    from vlrank.export.checkpoint import open_checkpoint
+
+    src = resolve_checkpoint(source)
+    if (src / MANIFEST).is_file():
+        return read_manifest(src).task
+    if not (src / "config.json").is_file():
+        raise ModelDirectoryError(
+            f"{source}: neither an exported model directory (no {MANIFEST}) nor a checkpoint directory (no "
+            "config.json); pass a directory made by `vlrank export`, a Hugging Face checkpoint directory or a "
+            "hub id such as Qwen/Qwen3-VL-Reranker-2B", field="model")
+    ckpt = open_checkpoint(src)
+    try:
+        label = str(source) if not Path(source).expanduser().exists() else ckpt.name
+        return infer_task(ckpt, label, task)
+    finally:
+        ckpt.close()
+
+
+__all__ = ["ExportOptions", "DEFAULT_EXPORT", "cache_dir", "resolve_model_dir", "checkpoint_task"]

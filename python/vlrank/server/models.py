@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlrank.engine.export_cache import checkpoint_task
 from vlrank.engine.manifest import read_manifest
 from vlrank.errors import ModelDirectoryError
 from vlrank.inputs import FetchPolicy
@@ -71,28 +72,6 @@ def facade_kwargs(*, name: str, policy: FetchPolicy, max_image_pixels: int = DEF
     """The keyword arguments the server gives every task object it loads."""
     return {"name": name, "fetch_policy": policy, "ort_options": dict(SERVER_ORT_OPTIONS),
             "max_image_pixels": max_image_pixels, **(options.kwargs() if options else {})}
-
-
-def checkpoint_task(source: str | Path, *, task: str | None = None) -> str:
-    """The task of a checkpoint directory or hub id (a hub id is downloaded): ``vlrank.export.infer_task``
-    from its config and name — a Qwen3-Embedding (text) checkpoint or an ambiguous name is its error."""
-    from vlrank.export import infer_task, resolve_checkpoint  # only a checkpoint needs the exporter
-    from vlrank.export.checkpoint import open_checkpoint
-
-    src = resolve_checkpoint(source)
-    if (src / MANIFEST).is_file():
-        return manifest_task(src)
-    if not (src / "config.json").is_file():
-        raise ModelDirectoryError(
-            f"{source}: neither an exported model directory (no {MANIFEST}) nor a checkpoint directory (no "
-            "config.json); pass a directory made by `vlrank export`, a Hugging Face checkpoint directory or a "
-            "hub id such as Qwen/Qwen3-VL-Reranker-2B", field="model")
-    ckpt = open_checkpoint(src)
-    try:
-        label = str(source) if not Path(source).expanduser().exists() else ckpt.name
-        return infer_task(ckpt, label, task)
-    finally:
-        ckpt.close()
 
 
 def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
