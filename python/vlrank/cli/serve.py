@@ -31,15 +31,16 @@ routes (* = needs 'Authorization: Bearer KEY' when --api-key / $VLRANK_API_KEY i
     GET  /openapi.json     the API schema; GET /docs (Swagger UI) with --docs
 """
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers, "serve",
         help="serve models over HTTP (rerank + embeddings, batching across requests)",
         description="Serve vlrank models with an IONOS / OpenAI / Cohere-compatible HTTP API. A model is an "
         "exported directory, a checkpoint directory or a hub id (exported once on first use, then cached); its "
-        "kind (reranker or embedder) comes from its vlrank.json or its checkpoint. Concurrent requests to one model are packed "
-        "into shared model batches. file:// URLs and local paths in requests are always refused; http(s) "
-        "image URLs to private addresses only with --allow-private-urls.",
+        "kind (reranker or embedder) comes from its vlrank.json or its checkpoint. Concurrent requests to one "
+        "model are packed into shared model batches. file:// URLs and local paths in requests are always "
+        "refused; http(s) image URLs to private addresses only with --allow-private-urls.",
         examples=EXAMPLES, run=run,
     )
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", dest="models",
@@ -56,8 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 = any free port)")
     parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on /v1/*, /v2/* and /score (the routes marked * below; "
-                             "/health, /metrics and /openapi.json stay open) (default: $VLRANK_API_KEY; none = open)")
+                        help="require 'Authorization: Bearer KEY' on /v1/*, /v2/* and /score (the routes marked * "
+                             "below; /health, /metrics and /openapi.json stay open) (default: $VLRANK_API_KEY; "
+                             "none = open)")
     parser.add_argument("--max-queue", type=int, default=256, metavar="N",
                         help="requests waiting per model before answering 429 (default 256)")
     parser.add_argument("--max-documents", type=int, default=1000, metavar="N",

@@ -176,5 +176,5 @@ def check_ort_options(ort_options: object) -> dict[str, str]:
     return dict(ort_options)
 
 
-__all__ = ["INTRA_OP_THREADS", "CPU", "CUDA", "resolve_providers", "providers_for_precision", "create_session", "check_ort_options",
-           "load_failure"]
+__all__ = ["INTRA_OP_THREADS", "CPU", "CUDA", "resolve_providers", "providers_for_precision", "create_session",
+           "check_ort_options", "load_failure"]
