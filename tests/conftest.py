@@ -41,6 +41,14 @@ SLOW_MODULES = frozenset({
     "test_wheel", "test_gpu_script", "test_ray", "test_server_load", "test_clients", "test_quantized",
     "test_server_memory", "test_server_isolation", "test_video_hostile",
 })
+# Single tests of the fast modules that cost 10-27 s each here; their rules stay covered by fast neighbours
+# (golden video rerank scores, the other decode bounds).
+SLOW_TESTS = frozenset({
+    "test_an_8k_video_is_downscaled_and_too_many_8k_frames_are_refused",
+    "test_8192_frames_under_an_address_space_cap_give_a_typed_error_not_an_abort",
+    "test_golden_video_embeddings_through_the_api",
+    "test_golden_video_embeddings",
+})
 
 
 def _has_cuda() -> bool:
@@ -57,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         if module in NETWORK_MODULES:
             item.add_marker(pytest.mark.network)
-        if module in SLOW_MODULES:
+        if module in SLOW_MODULES or getattr(item, "originalname", item.name) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("gpu"):
             cuda = _has_cuda() if cuda is None else cuda
