@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 wheel="$(bash scripts/build-wheel.sh dist | tail -n 1)"
 python -m pip install -q "${wheel}[test]"
 export VLRANK_TEST_WHEEL="$PWD/$wheel"
+# tests/golden's tokenizer.json is rebuilt offline (byte-for-byte the reference's) before the Rust tests read it
+python tests/golden_tokenizer.py
 # fastbuild: release optimisation without LTO — the unit tests need speed, not the wheel's link-time work
 cargo test --profile fastbuild --quiet
-python -m pytest -q -p no:cacheprovider
+# VLRANK_FAST=1: the fast subset (README "Run the tests"), without the slow pipelines and the fresh-venv installs
+if [ "${VLRANK_FAST:-0}" = 1 ]; then
+  python -m pytest -q -p no:cacheprovider -m "not slow and not network"
+else
+  python -m pytest -q -p no:cacheprovider
+fi

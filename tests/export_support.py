@@ -17,7 +17,7 @@ from vlrank.export import export as export_model
 from vlrank.engine.sessions import create_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = REPO_ROOT.parent / "shared" / "golden"
+GOLDEN = REPO_ROOT / "tests" / "golden"
 MODELS = GOLDEN / "models"
 TEXT_CKPT = MODELS / "tiny-qwen3-text"
 VL_CKPT = MODELS / "tiny-qwen3-vl"

@@ -13,7 +13,7 @@ import pytest
 from server_support import LiveServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = REPO_ROOT.parent / "shared" / "golden"
+GOLDEN = REPO_ROOT / "tests" / "golden"
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # Names the served models get (and the library facades used as the expected results).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import vlrank
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from vlrank.errors import ImageDecodeError, ImageFetchError, ImageTooLargeError,
 from vlrank.inputs import FetchPolicy
 from vlrank.inputs.sources import ImageSource, decode_data_url, resolve_image, sniff_format
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 IMAGES = GOLDEN / "images"
 PNG = (IMAGES / "rgb_noise_70x50.png").read_bytes()
 JPG = (IMAGES / "photo_like_200x150.jpg").read_bytes()

@@ -14,7 +14,7 @@ import vlrank
 from images_support import reference_smart_resize
 from vlrank import InvalidInputError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = json.loads((GOLDEN / "cases" / "geometry.json").read_text())
 
 def test_golden_cases_cover_all_budgets():

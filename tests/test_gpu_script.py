@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "benches" / "gpu" / "run.sh"
 
@@ -23,7 +25,8 @@ def test_without_cuda_it_fails_clearly(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     has_gpu = shutil.which("nvidia-smi") is not None and "CUDAExecutionProvider" in ort.get_available_providers()
-    assert not has_gpu, "this test describes a machine without CUDA"
+    if has_gpu:
+        pytest.skip("this test describes a machine without CUDA; this one has it")
     run = _run("--workdir", str(tmp_path))
     assert run.returncode == 2
     assert "no CUDA" in run.stderr and "--cpu" in run.stderr, run.stderr

@@ -20,7 +20,7 @@ import vlrank
 from vlrank.errors import ImageDecodeError, ImageFetchError, InvalidInputError
 from vlrank.inputs import FetchPolicy, ParsedInput, parse_documents, parse_embedding_input, parse_query
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 IMAGES = GOLDEN / "images"
 PNG_PATH = IMAGES / "rgb_noise_70x50.png"
 PNG = PNG_PATH.read_bytes()

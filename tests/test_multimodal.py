@@ -19,7 +19,7 @@ from vlrank.engine.prompt_ids import vl_embed_ids, vl_rerank_ids
 from vlrank.engine.vision import ImageBatch, PreparedImage, VisionTower
 from vlrank.engine.sessions import create_session
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"
 IMAGE_PAD = 151655
 PAD_ID = 151643

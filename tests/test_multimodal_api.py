@@ -15,7 +15,7 @@ from PIL import Image
 import vlrank
 from vlrank.errors import ContextTooLongError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"
 
 

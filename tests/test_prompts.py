@@ -19,7 +19,7 @@ from vlrank.preprocess import prompts
 from vlrank.preprocess.prompts import Side
 from vlrank.errors import ContextTooLongError, InvalidInputError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 TOKENIZER_JSON = GOLDEN / "models" / "tokenizer.json"
 SPECIAL_IDS = set(range(151643, 151657))  # the reference's all_special_ids
 IM_START, IM_END, IMAGE_PAD = 151644, 151645, 151655

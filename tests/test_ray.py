@@ -27,7 +27,7 @@ from vlrank.errors import ImageDecodeError, ImageFetchError, InvalidInputError, 
 from vlrank.ray.rows import clean
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IMAGES = REPO_ROOT.parent / "shared" / "golden" / "images"
+IMAGES = REPO_ROOT / "tests" / "golden" / "images"
 # Small images only: the point is the plumbing (paths, URLs, bytes), not the vision graph's speed.
 SMALL = ["rgba_60x90.png", "gray_40x300.png", "palette_64x64.png", "rgb_noise_70x50.png",
          "gradient_130x97.png", "photo_like_200x150.jpg"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vlrank import _native
 from vlrank.errors import InvalidInputError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 IMAGE_PAD = 151655
 
 

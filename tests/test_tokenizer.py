@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import vlrank
 from vlrank.errors import InvalidInputError, TokenizerError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 TOKENIZER_JSON = GOLDEN / "models" / "tokenizer.json"
 ADDED = [t["content"] for t in json.loads(TOKENIZER_JSON.read_text())["added_tokens"]]
 FIRST_ADDED_ID = 151643

@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from vlrank.errors import InvalidInputError  # noqa: E402
 from vlrank.inputs.video import VideoDecodeError, decode_all, decode_frames, probe  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = [c for c in json.loads((GOLDEN / "cases" / "video_pixels.json").read_text()) if c["source"] == "file"]
 
 

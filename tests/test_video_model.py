@@ -18,7 +18,7 @@ from vlrank.export import export as export_model
 from vlrank.preprocess import video as pv
 from vlrank.preprocess.prompts import Side
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"
 IMAGE_PAD, VIDEO_PAD, PAD_ID = 151655, 151656, 151643
 MIN_PIXELS, MAX_PIXELS = 4096, 1843200  # the official budget the golden video cases' images use

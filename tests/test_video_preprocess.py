@@ -13,7 +13,7 @@ from vlrank import _native
 from vlrank.errors import ContextTooLongError, InvalidInputError
 from vlrank.preprocess import video as pv
 
-GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = json.loads((GOLDEN / "cases" / "video_pixels.json").read_text())
 IDS = [c["video"] or c["frames"][0].split("/")[1] for c in CASES]
 

@@ -16,7 +16,7 @@ from vlrank.inputs import video as video_io
 from vlrank.preprocess.prompts import Side
 from vlrank.preprocess import video as pv
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 IMAGE_PAD, VIDEO_PAD = 151655, 151656
 RERANK = json.loads((GOLDEN / "cases" / "video_rerank.json").read_text())
 EMBED = json.loads((GOLDEN / "cases" / "video_embed.json").read_text())

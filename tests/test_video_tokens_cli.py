@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 PIXELS = json.loads((GOLDEN / "cases" / "video_pixels.json").read_text())
 RERANK = json.loads((GOLDEN / "cases" / "video_rerank.json").read_text())
 EMBED = json.loads((GOLDEN / "cases" / "video_embed.json").read_text())

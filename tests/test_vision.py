@@ -15,7 +15,7 @@ from vlrank.errors import ModelDirectoryError
 from vlrank.export.checkpoint import open_checkpoint
 from vlrank.export.vision import VISION_FILE, build_vision_graph, read_vision_metadata
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 VL_CKPT = GOLDEN / "models" / "tiny-qwen3-vl"
 STAGES = ["patch_embed", "block0", "block1", "block2", "deepstack0", "deepstack1", "merger"]
 

@@ -21,10 +21,15 @@ from vlrank.errors import (
     TokenizerError,
     VlrankError,
 )
+from vlrank.extras import MissingExtraError
+from vlrank.engine.ort_install import OnnxRuntimeInstallError
+from vlrank.inputs.video import VideoDecodeError, VideoTooLongError
 
 from vlrank.version import __version__
 
-__all__ = ["__version__", *(name for name in _errors.__all__ if name.endswith("Error"))]
+# Every error class vlrank raises, importable from here (README "Errors" lists them with what each means).
+__all__ = ["__version__", *(name for name in _errors.__all__ if name.endswith("Error")), "MissingExtraError",
+           "OnnxRuntimeInstallError", "VideoDecodeError", "VideoTooLongError"]
 
 # inputs: request shapes -> typed parts, image / video source policy
 from vlrank.inputs import FetchPolicy, ImageSource, VideoInput  # noqa: E402

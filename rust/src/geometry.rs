@@ -220,8 +220,8 @@ mod tests {
 
     #[test]
     fn golden_geometry_cases() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/cases/geometry.json");
-        let text = std::fs::read_to_string(&path).expect("golden geometry.json (../shared/golden)");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cases/geometry.json");
+        let text = std::fs::read_to_string(&path).expect("golden geometry.json (tests/golden)");
         let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
         assert!(cases.len() > 100);
         for c in &cases {

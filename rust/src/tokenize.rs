@@ -213,15 +213,18 @@ pub(crate) mod tests {
     use std::path::PathBuf;
     use std::sync::OnceLock;
 
+    /// The repository's copy of the reference cases (tests/golden). Its tokenizer.json is rebuilt
+    /// offline by `python tests/golden_tokenizer.py` (scripts/test.sh runs it before `cargo test`).
     pub(crate) fn golden_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("golden")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden")
     }
 
     /// The real Qwen tokenizer, loaded once for all tests of the crate.
     pub(crate) fn qwen() -> &'static Tokenizer {
         static TOK: OnceLock<Tokenizer> = OnceLock::new();
         TOK.get_or_init(|| {
-            Tokenizer::from_file(golden_dir().join("models").join("tokenizer.json")).expect("golden tokenizer")
+            Tokenizer::from_file(golden_dir().join("models").join("tokenizer.json"))
+                .expect("tests/golden/models/tokenizer.json: build it first with `python tests/golden_tokenizer.py`")
         })
     }
 

@@ -82,16 +82,31 @@ def add_model_command(subparsers: argparse._SubParsersAction, name: str, *, help
     return p
 
 
+def add_export_flags(p: argparse.ArgumentParser) -> None:
+    """How a checkpoint or hub id is exported on first use (cached per checkpoint and options); an exported
+    directory is used as it is."""
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="first-use export: weight storage (default: the --precision)")
+    p.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="first-use export: compute dtype (float32 for CPU; float16 / bfloat16 for CUDA)")
+    p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                   help="first-use export: block-quantized weights (float32 compute)")
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options every model-running sub-command takes after its own."""
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--providers", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--intra-op-threads", type=int, default=None, metavar="N", dest="threads",
+                   help="ONNX Runtime intra-op threads (default: one per core)")
+    add_export_flags(p)
 
 
 def load_model(cls: Callable[..., Any], args: argparse.Namespace) -> Any:
-    """``cls`` (vlrank.Reranker / vlrank.Embedder) for ``--model``, ``--max-length`` and ``--providers``."""
-    return cls(args.model, max_length=args.max_length, providers=args.providers)
+    """``cls`` (vlrank.Reranker / vlrank.Embedder) for ``--model`` and the options of ``add_model_options``."""
+    return cls(args.model, max_length=args.max_length, providers=args.providers, threads=args.threads,
+               dtype=args.dtype, precision=args.precision, quantize=args.quantize)
 
 
 __all__ = ["read_jsonl", "write_json", "collect_inputs", "add_command", "add_model_command", "add_model_options",
-           "load_model"]
+           "add_export_flags", "load_model"]

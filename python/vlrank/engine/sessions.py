@@ -12,6 +12,10 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError
 
+# vlrank's own ort_options key: SessionOptions.intra_op_num_threads (ORT has no config entry for it). Set by
+# ``Reranker(..., threads=N)`` / ``vlrank serve --intra-op-threads N``; every session of the model gets it.
+INTRA_OP_THREADS = "vlrank.intra_op_num_threads"
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _ALIASES = {"cpu": [CPU], "cuda": [CUDA, CPU], "gpu": [CUDA, CPU]}
@@ -112,15 +116,49 @@ def create_session(model_path: str | Path, *, providers: str | Sequence[str] | N
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
     for key, value in check_ort_options(ort_options).items():
-        options.add_session_config_entry(key, value)
+        if key == INTRA_OP_THREADS:
+            options.intra_op_num_threads = int(value)
+        else:
+            options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=providers_for_precision(precision, providers))
     except (RuntimeUnavailableError, InvalidInputError):
         raise
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
-        raise ModelDirectoryError(f"{path}: ONNX Runtime could not load it ({exc}); re-export the model",
-                                  field="model") from exc
+        raise load_failure(path, exc) from exc
+
+
+# ONNX Runtime reports every load failure as one exception class; its message tells the causes apart.
+# Rule: name what failed and the fix for that cause — only a damaged file is fixed by re-exporting.
+_CUDA_LIBS = ("libcudnn", "libcublas", "libcudart", "libcufft", "libcurand", "cudnn", "cuda driver",
+              "cuda_provider", "libonnxruntime_providers_cuda", "cudaerror", "cuda failure", "no cuda-capable")
+_OOM = ("out of memory", "bad_alloc", "failed to allocate", "cudaerrormemoryallocation", "cannot allocate memory")
+_CORRUPT = ("protobuf parsing failed", "invalid_protobuf", "load model from", "no graph", "external data",
+            "model_path", "invalid model", "corrupt", "unexpected end", "failed to load model")
+
+
+def load_failure(path: Path, exc: BaseException) -> Exception:
+    """The typed error for an ONNX Runtime load failure of ``path``, saying which of the causes it was."""
+    text = str(exc)
+    low = text.lower()
+    if any(k in low for k in _OOM):
+        return RuntimeUnavailableError(
+            f"{path}: ONNX Runtime ran out of memory loading it ({text}); free memory (fewer models per "
+            "process or GPU), or load a smaller export (quantize='int8' / 'int4', or precision='float16' on "
+            "CUDA)", field="model")
+    if any(k in low for k in _CUDA_LIBS):
+        return RuntimeUnavailableError(
+            f"{path}: ONNX Runtime's CUDA provider could not start ({text}); install the CUDA 13 and cuDNN 9 "
+            "libraries onnxruntime-gpu needs (README 'Install'), or pass providers='cpu' with a float32 "
+            "export", field="providers")
+    if any(k in low for k in _CORRUPT):
+        return ModelDirectoryError(
+            f"{path}: the ONNX file is damaged or incomplete ({text}); re-export the model (vlrank export) "
+            "or copy the whole directory again", field="model")
+    return ModelDirectoryError(f"{path}: ONNX Runtime could not load it ({text}); check that the directory is "
+                               "a complete export made by this vlrank version, else re-export the model",
+                               field="model")
 
 
 def check_ort_options(ort_options: object) -> dict[str, str]:
@@ -131,7 +169,12 @@ def check_ort_options(ort_options: object) -> dict[str, str]:
             isinstance(k, str) and isinstance(v, str) for k, v in ort_options.items()):
         raise InvalidInputError("ort_options: pass a mapping of ONNX Runtime session config keys to string "
                                 'values, e.g. {"session.intra_op.allow_spinning": "0"}', field="ort_options")
+    threads = ort_options.get(INTRA_OP_THREADS)
+    if threads is not None and not (threads.isdigit() and int(threads) >= 1):
+        raise InvalidInputError(f"ort_options[{INTRA_OP_THREADS!r}]={threads!r}; pass a positive integer as a "
+                                "string (or threads=N)", field="threads")
     return dict(ort_options)
 
 
-__all__ = ["CPU", "CUDA", "resolve_providers", "providers_for_precision", "create_session", "check_ort_options"]
+__all__ = ["INTRA_OP_THREADS", "CPU", "CUDA", "resolve_providers", "providers_for_precision", "create_session",
+           "check_ort_options", "load_failure"]

@@ -19,7 +19,7 @@ import types
 from pathlib import Path
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError
-from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, open_checkpoint
+from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, infer_task, open_checkpoint
 from vlrank.export.decoder import build_decoder, check_precision
 from vlrank.export.manifest import export_manifest, special_token_ids
 from vlrank.export.quantize import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, Quantization, check_quantize
@@ -52,29 +52,6 @@ def resolve_checkpoint(src: str | Path) -> Path:
             raise ModelDirectoryError(f"could not download '{text}' from the Hugging Face hub: {exc}; "
                                       "pass a local checkpoint directory instead", field="model") from exc
     raise ModelDirectoryError(f"{src}: no such directory (nor a hub id of the form owner/name)", field="model")
-
-
-def infer_task(ckpt: Checkpoint, name: str, task: str | None) -> str:
-    """--task wins; Qwen3ForCausalLM is the text reranker; Qwen3-VL needs -Reranker/-Embedding in its name."""
-    if task is not None:
-        if task not in TASKS:
-            raise InvalidInputError(f"task={task!r}; pass task='rerank' or task='embed'", field="task")
-        if ckpt.family == "qwen3" and task != "rerank":
-            raise InvalidInputError("a Qwen3ForCausalLM checkpoint is a text reranker; pass task='rerank'",
-                                    field="task")
-        return task
-    if ckpt.family == "qwen3":
-        return "rerank"
-    lowered = name.lower()
-    if "reranker" in lowered:
-        return "rerank"
-    if "embedding" in lowered:
-        return "embed"
-    raise ModelDirectoryError(
-        f"cannot tell whether '{name}' is a reranker or an embedder (its name has neither '-Reranker' nor "
-        "'-Embedding'); pass task='rerank' or task='embed' (CLI: --task)",
-        field="task",
-    )
 
 
 class _Progress:

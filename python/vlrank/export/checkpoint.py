@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlrank.errors import ModelDirectoryError
+from vlrank.errors import InvalidInputError, ModelDirectoryError
+from vlrank.modeldir import TASKS
 
 # safetensors dtype tag -> (numpy storage dtype, bytes per element). BF16 is stored as raw uint16 bits.
 _STORAGE = {
@@ -359,3 +360,56 @@ def checkpoint_hash(path: str | Path) -> str:
                 fh.seek(off)
                 h.update(fh.read(window))
     return h.hexdigest()
+
+
+# What vlrank serves, for the messages of infer_task.
+SERVED = "Qwen3-Reranker (text), Qwen3-VL-Reranker and Qwen3-VL-Embedding"
+
+
+def _text_embedding_reason(ckpt: Checkpoint, name: str) -> str | None:
+    """Why a Qwen3ForCausalLM checkpoint is a Qwen3-Embedding (text) model rather than a Qwen3-Reranker, or None.
+
+    Both families declare the same architecture, so config.json cannot tell them apart: the name can
+    ("Qwen3-Embedding-0.6B"), and so can the weights — a bare Qwen3Model (language-model tensors not under
+    'model.') has no causal-LM head, so it has no yes/no logits to score with. Exporting either as a
+    reranker "succeeds" and returns meaningless scores, hence a refusal instead."""
+    if "embedding" in name.lower():
+        return f"'{name}' is named as a Qwen3-Embedding model"
+    if ckpt.text_prefix != "model.":
+        return f"'{name}' holds a bare Qwen3Model (no causal-LM head; Qwen3-Embedding's layout)"
+    return None
+
+
+def infer_task(ckpt: Checkpoint, name: str, task: str | None) -> str:
+    """The export task of a checkpoint: ``task`` when given (and possible), else from config + name.
+
+    Qwen3ForCausalLM with its causal-LM head is the text reranker (the only such family vlrank serves);
+    a Qwen3-Embedding (text) checkpoint is refused whatever ``task`` says; Qwen3-VL needs -Reranker /
+    -Embedding in its name, or ``task``."""
+    if task is not None and task not in TASKS:
+        raise InvalidInputError(f"task={task!r}; pass task='rerank' or task='embed'", field="task")
+    if ckpt.family == "qwen3":
+        reason = _text_embedding_reason(ckpt, name)
+        if reason is not None:
+            raise ModelDirectoryError(
+                f"{reason}: a Qwen3-Embedding (text) checkpoint, which vlrank does not serve (its last-token "
+                f"pooling and instruction format are not implemented). vlrank serves {SERVED}; for embeddings of "
+                "text (and images), export a Qwen3-VL-Embedding checkpoint (e.g. Qwen/Qwen3-VL-Embedding-2B)",
+                field="model")
+        if task is not None and task != "rerank":
+            raise InvalidInputError("a Qwen3ForCausalLM checkpoint is a text reranker; pass task='rerank'",
+                                    field="task")
+        return "rerank"
+    if task is not None:
+        return task
+    lowered = name.lower()
+    if "reranker" in lowered:
+        return "rerank"
+    if "embedding" in lowered:
+        return "embed"
+    raise ModelDirectoryError(
+        f"cannot tell whether '{name}' is a reranker or an embedder (its name has neither '-Reranker' nor "
+        "'-Embedding', and both share the Qwen3-VL architecture); pass task='rerank' or task='embed' "
+        "(CLI: vlrank export --task, vlrank serve --task NAME=TASK)",
+        field="task",
+    )

@@ -1,4 +1,5 @@
-"""Which models a server serves: kind detection, loading from exported directories, served entries."""
+"""Which models a server serves: kind detection, loading from an exported directory, a checkpoint directory
+or a hub id (exported on first use), served entries."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlrank.engine.export_cache import checkpoint_task
 from vlrank.engine.manifest import read_manifest
+from vlrank.errors import ModelDirectoryError
 from vlrank.inputs import FetchPolicy
+from vlrank.modeldir import MANIFEST
 from vlrank.preprocess.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlrank.tasks import Embedder, Reranker
 
@@ -43,21 +47,59 @@ def manifest_task(path: str | Path) -> str:
     return read_manifest(path).task
 
 
-def facade_kwargs(*, name: str, policy: FetchPolicy,
-                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions:
+    """How the server loads every model it serves (``vlrank serve`` flags of the same names): the facade
+    keywords ``max_length``, ``min_pixels`` / ``max_pixels``, ``providers``, ``threads`` (ORT intra-op), and
+    the export options ``dtype`` / ``precision`` / ``quantize`` for a checkpoint or hub id exported on first
+    use. None leaves the facade's default."""
+
+    providers: str | None = None
+    max_length: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    threads: int | None = None
+    dtype: str | None = None
+    precision: str | None = None
+    quantize: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def facade_kwargs(*, name: str, policy: FetchPolicy, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  options: LoadOptions | None = None) -> dict[str, Any]:
     """The keyword arguments the server gives every task object it loads."""
     return {"name": name, "fetch_policy": policy, "ort_options": dict(SERVER_ORT_OPTIONS),
-            "max_image_pixels": max_image_pixels}
+            "max_image_pixels": max_image_pixels, **(options.kwargs() if options else {})}
 
 
 def spec_from_path(name: str, path: str | Path, *, policy: FetchPolicy,
-                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ModelSpec:
-    """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory."""
-    kind = manifest_task(path)
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, options: LoadOptions | None = None,
+                   task: str | None = None) -> ModelSpec:
+    """A ModelSpec that builds ``vlrank.Reranker`` / ``vlrank.Embedder`` from an exported directory, a
+    checkpoint directory or a hub id, as the library does (one way to name a model everywhere).
+
+    An exported directory's kind comes from its vlrank.json and a local checkpoint's from its config and name,
+    both now (a wrong path fails before the port is bound); a hub id is downloaded and exported when the
+    model loads (in the background, /health answering 503 meanwhile). ``task`` ("rerank" | "embed") names
+    the task of a checkpoint whose config and name cannot tell it (``vlrank serve --task NAME=TASK``)."""
+    local = Path(path).expanduser()
+    kind: str | None = None
+    if (local / MANIFEST).is_file():
+        kind = manifest_task(local)
+    elif local.exists():
+        kind = checkpoint_task(local, task=task)
+    elif str(path).count("/") != 1 or str(path).startswith((".", "/", "~")):  # resolve_checkpoint's hub-id form
+        raise ModelDirectoryError(
+            f"--model {name}={path}: no such directory, and not a hub id (owner/name); pass an exported "
+            "model directory, a checkpoint directory or a hub id such as Qwen/Qwen3-VL-Reranker-2B",
+            field="model")
 
     def load() -> Any:
-        cls = Reranker if kind == RERANK else Embedder
-        return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels))
+        cls = Reranker if (kind or checkpoint_task(path, task=task)) == RERANK else Embedder
+        return cls(str(path), **facade_kwargs(name=name, policy=policy, max_image_pixels=max_image_pixels,
+                                              options=options))
 
     return ModelSpec(loader=load, kind=kind)
 

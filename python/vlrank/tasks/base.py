@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vlrank.engine.manifest import check_graph
-from vlrank.engine.sessions import create_session
+from vlrank.engine.export_cache import ExportOptions, resolve_model_dir
+from vlrank.engine.sessions import INTRA_OP_THREADS, check_ort_options, create_session
 from vlrank.engine.runner import DEFAULT_BATCH_TOKENS, ModelRunner, Row
 from vlrank.engine.vision import ImageBatch, VisionTower
 from vlrank.errors import ImageTooLargeError, InvalidInputError, ModelDirectoryError, VlrankError
@@ -129,7 +130,15 @@ class Task:
                  max_pixels: int = DEFAULT_MAX_PIXELS, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  name: str | None = None, fetch_policy: FetchPolicy | None = None,
                  ort_options: Mapping[str, str] | None = None, memory_budget: int | None = None,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, dtype: str | None = None,
+                 precision: str = "float32", quantize: str | None = None, threads: int | None = None) -> None:
+        # dtype / precision / quantize: how a checkpoint or hub id is exported on first use (cached per
+        # options); an exported directory is used as it is. threads: ONNX Runtime's intra-op threads (None:
+        # one per core), so several models or actors on one node need not oversubscribe it.
+        export_options = ExportOptions(dtype=dtype, precision=precision, quantize=quantize)
+        threads = check_positive(threads, field="threads", what="ONNX Runtime intra-op threads; None: one per core")
+        if threads is not None:
+            ort_options = {**check_ort_options(ort_options), INTRA_OP_THREADS: str(threads)}
         self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels)
         self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         if fetch_policy is not None and not isinstance(fetch_policy, FetchPolicy):
@@ -137,6 +146,7 @@ class Task:
         self.fetch_policy = fetch_policy
         if max_length is not None:  # fail before loading anything
             check_max_length(max_length, default=0, context=CONTEXT_TOKENS)
+        model = resolve_model_dir(model, task=self.task, options=export_options)
         self.runner = ModelRunner(model, task=self.task, providers=providers, batch_tokens=batch_tokens,
                                   ort_options=ort_options, memory_budget=memory_budget)
         m = self.runner.manifest

@@ -1,4 +1,4 @@
-//! Checks against ../shared/golden (video section): every preprocessing step of every reference
+//! Checks against tests/golden (the reference set's copy) (video section): every preprocessing step of every reference
 //! video in `cases/video_pixels.json`.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use crate::image::{decode_to_rgb, Rgb, DEFAULT_MAX_DECODE_PIXELS};
 use super::resize::resize_frame;
 
 pub(crate) fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 pub(crate) fn cases() -> Vec<Value> {
