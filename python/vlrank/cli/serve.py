@@ -29,8 +29,10 @@ routes (* = needs 'Authorization: Bearer KEY' when --api-key / $VLRANK_API_KEY i
     GET  /health           200 when every model is ready; 503 while loading, failed or shutting down
     GET  /metrics          Prometheus metrics
     GET  /openapi.json     the API schema; GET /docs (Swagger UI) with --docs
-  * POST /v1/embed, /v2/embed  Cohere embed v1 / v2
-  * POST /rerank, /embed   Hugging Face TEI (GET /info *); --tei-default picks the model when the body names none
+  * POST /v2/embed         Cohere embed v2 (also POST /v1/embed *, v1)
+  * POST /rerank           Hugging Face TEI rerank (--tei-default: the model when the body names none)
+  * POST /embed            Hugging Face TEI embed
+  * GET  /info             Hugging Face TEI model info
 """
 
 
