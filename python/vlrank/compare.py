@@ -127,11 +127,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2:
         return 1.0
     ra, rb = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
+    if np.array_equal(ra, rb):  # the same order: exactly 1.0, not 1 - 2e-16 (a gate of 1.0 must pass)
+        return 1.0
     da, db = ra - ra.mean(), rb - rb.mean()
     na, nb = float(np.sqrt((da * da).sum())), float(np.sqrt((db * db).sum()))
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float((da * db).sum() / (na * nb))
+    return float(np.clip((da * db).sum() / (na * nb), -1.0, 1.0))
 
 
 def top_indices(scores: np.ndarray, k: int) -> set[int]:
