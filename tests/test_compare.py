@@ -23,7 +23,7 @@ import pytest
 from export_support import GOLDEN, TEXT_CKPT, VL_CKPT, exported
 
 import vlrank
-from vlrank.compare import ranks, spearman
+from vlrank.compare import MAX_LINE_INPUTS, ranks, spearman
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 
 IMAGE = {"content": [{"type": "image_url", "image_url": {"url": f"file://{GOLDEN / 'images' / 'gradient_130x97.png'}"}}]}
@@ -250,6 +250,13 @@ def test_line_cap(root):
     with pytest.raises(InvalidInputError, match="more than 2 lines") as e:
         vlrank.compare(exported(TEXT_CKPT, "rerank"), exported(TEXT_CKPT, "rerank"), queries=queries, max_lines=2)
     assert e.value.field == "queries:3"
+
+
+def test_line_too_wide(root):
+    queries = _write(root, "wide.jsonl", [{"input": ["x"] * (MAX_LINE_INPUTS + 1)}])
+    with pytest.raises(InvalidInputError, match=f"has {MAX_LINE_INPUTS + 1} input") as e:
+        vlrank.compare(exported(VL_CKPT, "embed"), exported(VL_CKPT, "embed"), queries=queries)
+    assert e.value.field == "queries:1.input"
 
 
 def test_rerank_file_against_an_embedder(root):

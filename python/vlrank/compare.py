@@ -20,8 +20,9 @@ What the report's numbers mean:
   together (memory is their sum); the lines alternate which side runs first so neither gets the warm caches.
 
 Bounded: the file is read twice, one line at a time (first to check every line and count, before any model
-loads; then to run); a line over ``MAX_LINE_BYTES``, more than ``max_lines`` lines, or more compared values
-than ``MAX_VALUES`` (the median needs them all) is refused before any work.
+loads; then to run); a line over ``MAX_LINE_BYTES``, more than ``max_lines`` lines, a line of more than the
+library's documents (rerank) or ``MAX_LINE_INPUTS`` inputs (embed), or more compared values than
+``MAX_VALUES`` (the median needs them all) is refused before any work.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from typing import Any
 import numpy as np
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError, VlrankError
+from vlrank.inputs import DEFAULT_MAX_DOCUMENTS
 from vlrank.modeldir import MANIFEST, Manifest, read_manifest
 
 DEFAULT_MAX_LINES = 10_000
 MAX_LINE_BYTES = 16 << 20  # one line's JSON: a page of documents with inline images fits
 MAX_VALUES = 64 << 20  # |Δ| values kept for the exact median: 256 MiB of float32 at most
+MAX_LINE_INPUTS = 1024  # an embed line's inputs: its pairwise cosines are a square matrix (8 MiB at 1024)
 RERANK_KEYS = frozenset({"query", "documents", "instruction"})
 EMBED_KEYS = frozenset({"input", "instruction"})
 FIELD = "queries"
@@ -76,11 +79,12 @@ def compare(reference: str | Path, candidate: str | Path, *, queries: str | Path
         raise ModelDirectoryError(
             f"candidate: a '{cand_m.family}' model against a '{ref_m.family}' reference; compare two exports "
             "of the same model family (different families tokenize and score differently)", field="candidate")
-    if kind == "embed" and items * ref_m.dims.hidden_size > MAX_VALUES:
+    per_item = ref_m.dims.hidden_size if kind == "embed" else 1
+    if items * per_item > MAX_VALUES:
         raise InvalidInputError(
-            f"{FIELD}: {items} inputs x {ref_m.dims.hidden_size} dimensions is more than {MAX_VALUES} compared "
-            "values; pass a smaller sample (fewer lines, or max_lines)", field=FIELD)
-    stats = _Stats(kind, top_k=top_k, cap=items * (ref_m.dims.hidden_size if kind == "embed" else 1))
+            f"{FIELD}: {items} {'inputs' if kind == 'embed' else 'documents'} x {per_item} values is more than "
+            f"{MAX_VALUES} compared values; pass a smaller sample (fewer lines, or max_lines)", field=FIELD)
+    stats = _Stats(kind, top_k=top_k, cap=items * per_item)
     seconds = [0.0, 0.0]
     for n, line in _lines(path):
         outs: list[Any] = [None, None]
@@ -229,7 +233,13 @@ def _scan(path: Path, *, max_lines: int) -> tuple[str, int, int]:
             raise InvalidInputError(f"{FIELD}: {path}:{n} is {_a(this)} line after {_a(kind)} line 1; keep one "
                                     "kind of line per file", field=f"{FIELD}:{n}")
         kind = this
-        items += len(line["documents"]) if kind == "rerank" else _count_inputs(line["input"])
+        count = len(line["documents"]) if kind == "rerank" else _count_inputs(line["input"])
+        most = DEFAULT_MAX_DOCUMENTS if kind == "rerank" else MAX_LINE_INPUTS
+        if count > most:
+            what = "documents" if kind == "rerank" else "input"
+            raise InvalidInputError(f"{FIELD}: {path}:{n} has {count} {what}; pass at most {most} per line",
+                                    field=f"{FIELD}:{n}.{what}")
+        items += count
     if not lines:
         raise InvalidInputError(f"{FIELD}: {path} has no lines; write one JSON object per line: "
                                 f"{_line_shape('rerank')} or {_line_shape('embed')}", field=FIELD)
