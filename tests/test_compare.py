@@ -26,7 +26,8 @@ import vlrank
 from vlrank.compare import MAX_LINE_INPUTS, ranks, spearman
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 
-IMAGE = {"content": [{"type": "image_url", "image_url": {"url": f"file://{GOLDEN / 'images' / 'gradient_130x97.png'}"}}]}
+IMAGE_URL = f"file://{GOLDEN / 'images' / 'gradient_130x97.png'}"
+IMAGE = {"content": [{"type": "image_url", "image_url": {"url": IMAGE_URL}}]}
 RERANK_LINES = [
     {"query": "capital of France?", "documents": ["Paris is the capital", "Berlin", "a cat", "the Eiffel tower",
                                                   "bread and cheese"]},

@@ -94,7 +94,8 @@ def compare(reference: str | Path, candidate: str | Path, *, queries: str | Path
             outs[side] = _run(model, kind, line, n=n)
             seconds[side] += time.perf_counter() - start
         stats.add(*outs)
-    report = {"task": kind, "family": ref_m.family, "lines": lines, ("documents" if kind == "rerank" else "inputs"): items,
+    report = {"task": kind, "family": ref_m.family, "lines": lines,
+              ("documents" if kind == "rerank" else "inputs"): items,
               "reference": _side(reference, ref_m, items, seconds[0]),
               "candidate": _side(candidate, cand_m, items, seconds[1]), **stats.report()}
     gates = {}
@@ -164,6 +165,9 @@ class _Stats:
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
         d = np.abs(ref - cand).ravel()
+        if self.filled + d.size > len(self.diffs):  # the file grew between the check pass and the run
+            raise InvalidInputError(f"{FIELD}: the file changed while it was compared; compare a file nothing "
+                                    "writes to", field=FIELD)
         self.diffs[self.filled:self.filled + d.size] = d
         self.filled += d.size
         if self.kind == "rerank":
