@@ -294,3 +294,12 @@ def test_bad_document_names_its_line(root):
         vlrank.compare(exported(TEXT_CKPT, "rerank"), exported(TEXT_CKPT, "rerank"), queries=queries)
     assert e.value.field.startswith("queries:2.documents")
 
+
+
+def test_checkpoint_against_its_int8_export(root, monkeypatch):
+    # A checkpoint directory is exported once into $VLRANK_CACHE, with the task the file's lines pick.
+    monkeypatch.setenv("VLRANK_CACHE", str(root / "cache"))
+    lines = [line for line in RERANK_LINES if line["documents"][0] is not IMAGE]
+    report = vlrank.compare(TEXT_CKPT, _int8(root, TEXT_CKPT, "rerank"), queries=_write(root, "ckpt.jsonl", lines))
+    _assert_report(report, _direct_rerank(exported(TEXT_CKPT, "rerank"), _int8(root, TEXT_CKPT, "rerank"), lines))
+    assert report["reference"]["model"] == str(TEXT_CKPT) and report["family"] == "qwen3"
