@@ -62,6 +62,10 @@ def __dir__() -> list[str]:
 
 __all__ += ["export", "Reranker", "Embedder"]
 
+from vlrank.compare import compare  # noqa: E402  (two model directories on the same inputs)
+
+__all__ += ["compare"]
+
 # native preprocessing: tokens, image geometry, header-only token counts, pixels
 from vlrank._native import Tokenizer  # noqa: E402
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlrank.cli import demo, doctor, embed, export, rerank, serve, tokens
+from vlrank.cli import compare, demo, doctor, embed, export, rerank, serve, tokens
 from vlrank.errors import VlrankError
 from vlrank.extras import MissingExtraError, missing_extra
 
 # Sub-commands, in the order --help lists them.
-COMMANDS = (demo, rerank, embed, export, tokens, serve, doctor)
+COMMANDS = (demo, rerank, embed, export, tokens, serve, doctor, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
