@@ -15,10 +15,11 @@ many pages or pixels -> ImageTooLargeError. pypdfium2 is the ``pdf`` extra (Miss
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,21 +167,30 @@ def _checked(dpi: Any, max_pages: Any, max_image_pixels: Any, max_total_pixels: 
             _check_positive(max_image_pixels, field="max_image_pixels"), _check_positive(max_total_pixels, field="max_total_pixels"))
 
 
-def pdf_page_sizes(src: str | os.PathLike[str] | bytes, *, dpi: float = DEFAULT_DPI, pages: Sequence[int] | None = None,
-                   max_pages: int = DEFAULT_MAX_PAGES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                   max_total_pixels: int = DEFAULT_MAX_TOTAL_PIXELS, name: str | None = None) -> list[PdfPageSize]:
-    """Each chosen page's pixel size at ``dpi`` (``pages``: numbers from 1; None = all), checked against the
-    limits; nothing is rendered. ``name`` labels errors (default: the path, or ``pdf`` for bytes)."""
+@contextlib.contextmanager
+def _planned(src: Any, *, dpi: Any, pages: Sequence[int] | None, max_pages: Any, max_image_pixels: Any,
+             max_total_pixels: Any, name: str | None) -> Iterator[tuple[Any, str, float, list[PdfPageSize]]]:
+    """(open document, its label, dpi, the checked page plan), under the PDFium lock; closed on exit."""
     dpi, max_pages, max_image_pixels, max_total_pixels = _checked(dpi, max_pages, max_image_pixels, max_total_pixels)
     pdfium = _pdfium()
     opened, label, tail = _source(src, name=name)
     with _PDFIUM_LOCK:
         doc = _open(pdfium, opened, name=label, tail=tail)
         try:
-            return _plan(doc, name=label, dpi=dpi, pages=pages, max_pages=max_pages,
-                         max_image_pixels=max_image_pixels, max_total_pixels=max_total_pixels)
+            yield doc, label, dpi, _plan(doc, name=label, dpi=dpi, pages=pages, max_pages=max_pages,
+                                         max_image_pixels=max_image_pixels, max_total_pixels=max_total_pixels)
         finally:
             doc.close()
+
+
+def pdf_page_sizes(src: str | os.PathLike[str] | bytes, *, dpi: float = DEFAULT_DPI, pages: Sequence[int] | None = None,
+                   max_pages: int = DEFAULT_MAX_PAGES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                   max_total_pixels: int = DEFAULT_MAX_TOTAL_PIXELS, name: str | None = None) -> list[PdfPageSize]:
+    """Each chosen page's pixel size at ``dpi`` (``pages``: numbers from 1; None = all), checked against the
+    limits; nothing is rendered. ``name`` labels errors (default: the path, or ``pdf`` for bytes)."""
+    with _planned(src, dpi=dpi, pages=pages, max_pages=max_pages, max_image_pixels=max_image_pixels,
+                  max_total_pixels=max_total_pixels, name=name) as (_, _, _, plan):
+        return plan
 
 
 def pdf_pages(src: str | os.PathLike[str] | bytes, *, dpi: float = DEFAULT_DPI, pages: Sequence[int] | None = None,
@@ -189,17 +199,9 @@ def pdf_pages(src: str | os.PathLike[str] | bytes, *, dpi: float = DEFAULT_DPI, 
     """Render the PDF ``src`` (a path or the file's bytes): one input per chosen page, in order, each
     ``{"content": [{"type": "image", "image": <uint8 RGB array>}]}``, rendered at ``dpi`` on white. Every
     limit is checked for every page before the first is rendered (see the module docstring)."""
-    dpi, max_pages, max_image_pixels, max_total_pixels = _checked(dpi, max_pages, max_image_pixels, max_total_pixels)
-    pdfium = _pdfium()
-    opened, label, tail = _source(src, name=name)
-    with _PDFIUM_LOCK:
-        doc = _open(pdfium, opened, name=label, tail=tail)
-        try:
-            plan = _plan(doc, name=label, dpi=dpi, pages=pages, max_pages=max_pages,
-                         max_image_pixels=max_image_pixels, max_total_pixels=max_total_pixels)
-            return [_render(doc, size, dpi=dpi, name=label) for size in plan]
-        finally:
-            doc.close()
+    with _planned(src, dpi=dpi, pages=pages, max_pages=max_pages, max_image_pixels=max_image_pixels,
+                  max_total_pixels=max_total_pixels, name=name) as (doc, label, dpi, plan):
+        return [_render(doc, size, dpi=dpi, name=label) for size in plan]
 
 
 def _render(doc: Any, size: PdfPageSize, *, dpi: float, name: str) -> dict[str, Any]:
