@@ -11,6 +11,7 @@ files: scripts/test.sh runs this module first (`python tests/golden_tokenizer.py
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -51,7 +52,8 @@ def build_cached() -> Path:
     out = cache_dir() / f"qwen3-tokenizer-{want[:16]}.json"
     if out.is_file() and _file_sha256(out) == want:
         return out
-    sys.path.insert(0, str(REPO_ROOT / "python"))  # a fresh clone: the package beside the tests
+    if importlib.util.find_spec("vlrank") is None:  # not installed: the package beside the tests (with its .so)
+        sys.path.insert(0, str(REPO_ROOT / "python"))
     from vlrank.qwen_vocab import build_qwen_tokenizer_json
 
     data = json.dumps(build_qwen_tokenizer_json(), indent=2, ensure_ascii=False).encode()
