@@ -11,4 +11,8 @@ class RayUnavailableError(RuntimeUnavailableError, ImportError):
     """Ray (or the part of it a function needs) is not installed."""
 
 
+# Its public home is the package (``vlrank.ray.RayUnavailableError``): tracebacks and the error list say so.
+RayUnavailableError.__module__ = "vlrank.ray"
+
+
 __all__ = ["INSTALL_HINT", "RayUnavailableError"]
