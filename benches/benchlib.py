@@ -25,6 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = REPO / "benches"
 RESULTS = BENCHES / "RESULTS.md"
+# Above this 1-minute load average when a bench starts (its own threads then add to it), the machine is not
+# quiet and the run is not a benchmark: finish() refuses to write RESULTS.md.
+QUIET_LOAD = 1.5
 GOLDEN_TOKENIZER = REPO.parent / "shared" / "golden" / "models" / "tokenizer.json"
 DEFAULT_REFERENCE_PYTHON = Path("/work/refvenv/bin/python")
 
@@ -46,6 +49,9 @@ def cpu_model() -> str:
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+_LOAD_AT_IMPORT = load_average()  # the load before this bench's own work
 
 
 def machine() -> dict:
@@ -252,6 +258,11 @@ def finish(md: str, *, section: str, args, doc: dict | None = None) -> int:
     if doc is not None and getattr(args, "json", False):
         print(json.dumps(doc))
     if not args.no_write:
+        load = _LOAD_AT_IMPORT
+        if load > QUIET_LOAD and os.environ.get("VLRANK_BENCH_WRITE_UNDER_LOAD") != "1":
+            eprint(f"load average {load:.2f} > {QUIET_LOAD} when the bench started: not writing RESULTS.md (a busy "
+                   "machine's numbers are not a benchmark); rerun on a quiet machine, or set VLRANK_BENCH_WRITE_UNDER_LOAD=1 to write anyway")
+            return 0
         write_section(section, md)
     return 0
 
