@@ -12,6 +12,10 @@ export VLRANK_TEST_WHEEL="$PWD/$wheel"
 python tests/golden_tokenizer.py
 # fastbuild: release optimisation without LTO — the unit tests need speed, not the wheel's link-time work
 cargo test --profile fastbuild --quiet
+# pytest loads only the plugins pyproject's addopts name (hypothesis, anyio): an auto-loaded plugin's whole
+# distribution is marked for assertion rewriting (langsmith's 464 modules, schemathesis' 385), recompiled on every
+# run where bytecode is not cached; schemathesis is used as a library, not as a pytest plugin.
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 # VLRANK_FAST=1: the fast subset (README "Run the tests"), without the slow pipelines and the fresh-venv installs
 if [ "${VLRANK_FAST:-0}" = 1 ]; then
   python -m pytest -q -p no:cacheprovider -m "not slow and not network"
