@@ -1,11 +1,14 @@
 """Server overhead and cross-request batching, measured on a real server (uvicorn on 127.0.0.1).
 
-1. Overhead: a 1-document rerank through HTTP vs the same call on the library directly (p50 / p99).
+1. Overhead: a 1-input call through HTTP vs the same call on the library directly (p50 / p99), per route:
+   rerank on /v1/rerank and TEI's /rerank (vs ``Reranker.rerank``), embed on /v1/embeddings, TEI's /embed and
+   Cohere's /v2/embed (vs ``Embedder.embed``); the last column compares each route's p50 overhead with the
+   existing route of its kind (/v1/rerank, /v1/embeddings).
 2. Throughput: 1-document rerank requests at concurrency 1 vs 32 (documents per second); the ratio is
    what batching across requests buys.
 
     python benches/bench_server.py                 # tiny golden Qwen3-VL, writes benches/RESULTS.md
-    python benches/bench_server.py --requests 2000 --no-write
+    python benches/bench_server.py --latency-requests 20 --requests 50 --no-write    # smoke run
 
 The tiny model (hidden 32) makes the model cost per document small, so this measures the serving path
 (HTTP, JSON, scheduling, per-call overhead of the facade) rather than the model.
@@ -27,14 +30,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 import benchlib
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
+GOLDEN = REPO / "tests" / "golden"
 
 QUERY = "What is the capital of France?"
 DOC = "Paris is the capital and largest city of France."
@@ -46,22 +51,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def library_latency(model, n: int) -> list[float]:
+def library_latency(call: Callable[[str], Any], n: int) -> list[float]:
     out = []
     for i in range(n):
         t0 = time.perf_counter()
-        model.rerank(QUERY, [f"{DOC} #{i}"], top_n=None)
+        call(f"{DOC} #{i}")
         out.append(time.perf_counter() - t0)
     return out
 
 
-def server_latency(url: str, n: int) -> list[float]:
+def library_call(task: Any, kind: str) -> Callable[[str], Any]:
+    """The library call a route is measured against, for one input."""
+    if kind == "rerank":
+        return lambda doc: task.rerank(QUERY, [doc], top_n=None)
+    return lambda doc: task.embed([doc])
+
+
+# route -> (the library call it is measured against, the request body for one input, its row label)
+ROUTES: dict[str, tuple[str, Callable[[str], dict], str]] = {
+    "/v1/rerank": ("rerank", lambda d: {"model": "rr", "query": QUERY, "documents": [d]}, "`POST /v1/rerank`"),
+    "/rerank": ("rerank", lambda d: {"query": QUERY, "texts": [d]}, "TEI `POST /rerank`"),
+    "/v1/embeddings": ("embed", lambda d: {"model": "em", "input": [d]}, "`POST /v1/embeddings`"),
+    "/embed": ("embed", lambda d: {"inputs": [d]}, "TEI `POST /embed`"),
+    "/v2/embed": ("embed", lambda d: {"model": "em", "texts": [d], "input_type": "search_document",
+                                      "embedding_types": ["float"]}, "Cohere `POST /v2/embed`"),
+}
+BASELINE = {"rerank": "/v1/rerank", "embed": "/v1/embeddings"}
+
+
+def server_latency(url: str, path: str, n: int) -> list[float]:
+    body = ROUTES[path][1]
     out = []
     with httpx.Client(base_url=url, timeout=60) as client:
         for i in range(n):
-            body = {"model": "rr", "query": QUERY, "documents": [f"{DOC} #{i}"]}
             t0 = time.perf_counter()
-            r = client.post("/v1/rerank", json=body)
+            r = client.post(path, json=body(f"{DOC} #{i}"))
             out.append(time.perf_counter() - t0)
             r.raise_for_status()
     return out
@@ -117,9 +141,10 @@ async def throughput(url: str, *, total: int, concurrency: int) -> float:
 
 
 @contextlib.contextmanager
-def serve(model_dir: Path):
-    """`vlrank serve --model rr=DIR --port 0` in a subprocess; yields its base URL once /health is 200."""
-    proc = subprocess.Popen([sys.executable, "-m", "vlrank.cli", "serve", "--model", f"rr={model_dir}", "--port", "0",
+def serve(models: dict[str, Path]):
+    """`vlrank serve --model NAME=DIR ... --port 0` in a subprocess; yields its base URL once /health is 200."""
+    specs = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
+    proc = subprocess.Popen([sys.executable, "-m", "vlrank.cli", "serve", *specs, "--port", "0",
                              "--max-queue", "4096", "--log-level", "info"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -151,40 +176,59 @@ def main() -> int:
     import vlrank
     from vlrank.export import export
 
-    out = Path(tempfile.mkdtemp(prefix="vlrank-bench-server-")) / "rr"
-    export(args.checkpoint, out, task="rerank", progress=False)
-    direct = vlrank.Reranker(str(out), name="rr")
-    library_latency(direct, 20)  # warm up
-    lib = library_latency(direct, args.latency_requests)
+    root = Path(tempfile.mkdtemp(prefix="vlrank-bench-server-"))
+    models = {"rr": export(args.checkpoint, root / "rr", task="rerank", progress=False),
+              "em": export(args.checkpoint, root / "em", task="embed", progress=False)}
+    direct = vlrank.Reranker(str(models["rr"]), name="rr")
+    embedder = vlrank.Embedder(str(models["em"]), name="em")
+    calls = {"rerank": library_call(direct, "rerank"), "embed": library_call(embedder, "embed")}
+    lib = {}
+    for kind, call in calls.items():
+        library_latency(call, 20)  # warm up
+        lib[kind] = library_latency(call, args.latency_requests)
     batching = "rerank_many (one model plan per scheduler batch)" if hasattr(direct, "rerank_many") \
         else "public rerank() per request"
     import inspect
 
     spinning = "off" if "ort_options" in inspect.signature(vlrank.Reranker).parameters else \
         "on (the facade takes no ort_options yet; docs/design.md Server hooks 5)"
-    del direct
+    del direct, embedder, calls
 
     # The server runs as `vlrank serve` in its own process, as deployed: a client in the same process
     # would share the GIL with it and measure itself.
-    with serve(out) as url:
-        server_latency(url, 20)
-        srv = server_latency(url, args.latency_requests)
+    srv = {}
+    with serve(models) as url:
+        for path in ROUTES:
+            server_latency(url, path, 20)  # warm up the route (first-request imports, connection)
+            srv[path] = server_latency(url, path, args.latency_requests)
         asyncio.run(throughput(url, total=64, concurrency=8))  # warm the connection pool path
         t1 = asyncio.run(throughput(url, total=args.requests, concurrency=1))
         t32 = asyncio.run(throughput(url, total=args.requests, concurrency=32))
 
     ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
+    p50, p99 = statistics.median, lambda v: percentile(v, 99)
+    overhead = {path: (p50(srv[path]) - p50(lib[kind]), p99(srv[path]) - p99(lib[kind]))
+                for path, (kind, _, _) in ROUTES.items()}
     rows = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"model: {args.checkpoint.name} (exported float32, CPU); batching path: {batching}; "
-        f"ORT intra-op spinning in the server: {spinning}; load average at start: {os.getloadavg()[0]:.1f}.",
+        f"ORT intra-op spinning in the server: {spinning}; load average at start: {os.getloadavg()[0]:.1f}; "
+        f"{args.latency_requests} sequential calls per row.",
         "",
-        "| 1-document rerank | p50 | p99 |",
-        "|---|---|---|",
-        f"| library `rerank()` | {ms(statistics.median(lib))} | {ms(percentile(lib, 99))} |",
-        f"| HTTP `POST /v1/rerank` (keep-alive) | {ms(statistics.median(srv))} | {ms(percentile(srv, 99))} |",
-        f"| server overhead | {ms(statistics.median(srv) - statistics.median(lib))} | "
-        f"{ms(percentile(srv, 99) - percentile(lib, 99))} |",
+        "| 1-input call (HTTP keep-alive) | p50 | p99 | overhead p50 | overhead p99 | overhead p50 vs the "
+        "existing route |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, label in (("rerank", "library `rerank()`"), ("embed", "library `embed()`")):
+        rows.append(f"| {label} | {ms(p50(lib[kind]))} | {ms(p99(lib[kind]))} | | | |")
+        for path, (route_kind, _, row) in ROUTES.items():
+            if route_kind != kind:
+                continue
+            base = overhead[BASELINE[kind]][0]
+            ratio = f"{overhead[path][0] / base:.2f}x" if base > 0 else "n/a"
+            rows.append(f"| {row} | {ms(p50(srv[path]))} | {ms(p99(srv[path]))} | {ms(overhead[path][0])} | "
+                        f"{ms(overhead[path][1])} | {ratio} |")
+    rows += [
         "",
         f"| throughput, {args.requests} 1-document requests | docs/s |",
         "|---|---|",
@@ -197,11 +241,9 @@ def main() -> int:
                  "concurrency 32 loses to concurrency 1. The same run with "
                  "`session.intra_op.allow_spinning=0` (patched in for the experiment) measured 577-849 docs/s at "
                  "concurrency 32 vs 199-434 at concurrency 1 (load average ~8, shared machine)."]
-    text = "\n".join(rows)
-    print(text)
-    if not args.no_write:
-        benchlib.write_section("bench_server", "## Server (benches/bench_server.py)\n\n" + text)
-    return 0
+    # finish(): prints, and writes RESULTS.md only when the machine was quiet as the bench started.
+    return benchlib.finish("## Server (benches/bench_server.py)\n\n" + "\n".join(rows), section="bench_server",
+                           args=args)
 
 
 if __name__ == "__main__":

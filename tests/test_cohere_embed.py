@@ -107,6 +107,23 @@ def test_truncate_is_applied_and_compat_fields_are_accepted_with_warnings(client
     assert "warnings" not in r.json()["meta"]
 
 
+def test_truncate_through_the_cohere_client(live, library):
+    import cohere
+
+    co = cohere.ClientV2(api_key=KEY, base_url=live.url, timeout=60)
+    long_text = "tokens " * 9000 + "end"  # over the tiny embedder's 8,192-token max_length
+    want = {t: lib(library, [long_text], truncate=t) for t in ("START", "END")}
+    assert not close(want["START"], want["END"])  # the two ends of the text differ: the cut is where it was asked
+    for truncate in ("START", "END"):
+        got = co.embed(model=VL_EMBED, texts=[long_text], input_type="search_document", embedding_types=["float"],
+                       truncate=truncate)
+        assert close(got.embeddings.float_, want[truncate]), truncate
+    with pytest.raises(cohere.core.ApiError) as err:
+        co.embed(model=VL_EMBED, texts=["ok", long_text], input_type="search_document", embedding_types=["float"],
+                 truncate="NONE")
+    assert err.value.status_code == 413 and err.value.body["error"]["param"] == "texts[1]"
+
+
 BAD = [
     ({"texts": []}, 400, "texts"),
     ({"texts": "one"}, 400, "texts"),

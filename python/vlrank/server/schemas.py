@@ -385,7 +385,8 @@ class CohereEmbedRequest(BaseModel):
         default=None, description="default [\"float\"] (v1: a plain float list when omitted)")
     output_dimension: StrictPositive | None = Field(default=None, description="keep the first n dimensions (MRL)")
     truncate: Literal["NONE", "START", "END"] | None = Field(
-        default=None, description="accepted; applied: each input is cut to the model's max_length at its END")
+        default=None, description="END (default) cuts an input over the model's max_length at its end, "
+                                  "START at the start of its text, NONE refuses it (413 naming the input)")
     max_tokens: StrictPositive | None = Field(default=None, description="accepted for compatibility; not applied")
     priority: AnyInt32 | None = Field(default=None, description="accepted for compatibility; not applied")
 
