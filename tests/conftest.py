@@ -40,6 +40,7 @@ NETWORK_MODULES = frozenset({"test_wheel"})
 SLOW_MODULES = frozenset({
     "test_wheel", "test_gpu_script", "test_ray", "test_server_load", "test_clients", "test_quantized",
     "test_server_memory", "test_server_isolation", "test_video_hostile", "test_video_server_cli",
+    "test_tei_clients",
 })
 # Single tests of the fast modules that cost 7-27 s each (measured with --durations on this 2-core machine);
 # their rules stay covered by fast neighbours: the golden video scores by test_video_model, the decode bounds by
