@@ -12,6 +12,7 @@ works whichever of the two a caller reached first.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, infer_task, open_checkpoint
-from vlrank.export.decoder import build_decoder, check_precision
+from vlrank.export.decoder import build_decoder, check_precision, has_prefix_kv
 from vlrank.export.manifest import export_manifest, special_token_ids
 from vlrank.export.quantize import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, Quantization, check_quantize
 from vlrank.export.vision import build_vision_graph, vision_spec
@@ -128,9 +129,11 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
         file_map.update(_export_vision(ckpt, out, dtype, precision, quant))
-    export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
-                    quantization=None if quant is None else quant.manifest(), special=special, files=file_map,
-                    vision=vision, source_path=str(root.resolve()), source_hash=checkpoint_hash(root)).write()
+    manifest = export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
+                               quantization=None if quant is None else quant.manifest(), special=special,
+                               files=file_map, vision=vision, source_path=str(root.resolve()),
+                               source_hash=checkpoint_hash(root))
+    dataclasses.replace(manifest, prefix_kv=has_prefix_kv(task)).write()
     ckpt.close()
     return out
 
