@@ -71,7 +71,7 @@ def prepare_models(args) -> dict[str, Path]:
         dest = work / f"export-{args.size}-{kind}-{args.layers}-{args.vision_layers}"
         if not (dest / "vlrank.json").is_file():
             benchlib.eprint(f"exporting {dest} ...")
-            export(src, dest, task="rerank", progress=False)
+            export(src, dest, task="rerank", prefix_kv=True, progress=False)
         out[kind] = dest
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from vlrank.engine.budget import MemoryBudget
 from vlrank.engine.prefix import SHARE_MIN_SAVING, plan_groups
 from vlrank.engine.runner import Row
 from vlrank.errors import InvalidInputError, ModelDirectoryError
+from vlrank.export import export
 from vlrank.modeldir import MANIFEST, read_manifest
 
 TEXT_TOL, MEDIA_TOL = 1e-5, 1e-4
@@ -45,12 +47,23 @@ class Recording:
 
 
 _MODELS: dict[tuple, vlrank.Reranker] = {}
+_PREFIX_EXPORTS: dict[tuple, Path] = {}
+_TMP = Path(tempfile.mkdtemp(prefix="vlrank-test-prefix-"))
+
+
+def prefix_export(ckpt: Path, precision: str = "float32") -> Path:
+    """A rerank export with the shared-prefix inputs (``prefix_kv=True``), once per session."""
+    key = (ckpt.name, precision)
+    if key not in _PREFIX_EXPORTS:
+        _PREFIX_EXPORTS[key] = export(ckpt, _TMP / f"{ckpt.name}-{precision}", task="rerank", dtype=precision,
+                                      precision=precision, prefix_kv=True, progress=False)
+    return _PREFIX_EXPORTS[key]
 
 
 def model(ckpt: Path, share: bool | None, **kw: Any) -> vlrank.Reranker:
     key = (ckpt.name, share, tuple(sorted(kw.items())))
     if key not in _MODELS:
-        rr = vlrank.Reranker(exported(ckpt, "rerank"), share_prefix=share, providers="cpu", **kw)
+        rr = vlrank.Reranker(prefix_export(ckpt), share_prefix=share, providers="cpu", **kw)
         rr.runner.session = Recording(rr.runner.session)
         _MODELS[key] = rr
     return _MODELS[key]
@@ -219,7 +232,7 @@ def test_a_prefix_that_does_not_fit_the_budget_runs_the_full_prompts() -> None:
     want = by_index(model(TEXT_CKPT, False).rerank(**call))
     rows = rr._prepare(images=None, **call).rows
     need = max(rr.runner.budget.row_bytes(len(r.ids)) for r in rows)
-    small = vlrank.Reranker(exported(TEXT_CKPT, "rerank"), share_prefix=True, providers="cpu", memory_budget=need)
+    small = vlrank.Reranker(prefix_export(TEXT_CKPT), share_prefix=True, providers="cpu", memory_budget=need)
     small.runner.session = Recording(small.runner.session)
     got = by_index(small.rerank(**call))
     assert prefix_runs(small) == 0 and all(abs(got[i] - want[i]) <= TEXT_TOL for i in want)
@@ -232,7 +245,7 @@ def test_a_server_batch_shares_the_query_across_requests() -> None:
 
     from vlrank.server import ServerSettings, create_app
 
-    rr = vlrank.Reranker(exported(TEXT_CKPT, "rerank"), share_prefix=True, providers="cpu", name="rr")
+    rr = vlrank.Reranker(prefix_export(TEXT_CKPT), share_prefix=True, providers="cpu", name="rr")
     rr.runner.session = Recording(rr.runner.session)
     server = LiveServer(create_app({"rr": rr}, settings=ServerSettings())).start()
     try:
@@ -257,16 +270,19 @@ def test_a_server_batch_shares_the_query_across_requests() -> None:
 def test_share_prefix_must_be_none_or_a_bool() -> None:
     for bad in ("yes", 1, 0.5):
         with pytest.raises(InvalidInputError) as err:
-            vlrank.Reranker(exported(TEXT_CKPT, "rerank"), share_prefix=bad, providers="cpu")
+            vlrank.Reranker(prefix_export(TEXT_CKPT), share_prefix=bad, providers="cpu")
         assert err.value.field == "share_prefix" and "True" in str(err.value)
 
 
-def test_an_old_directory_runs_full_prompts_and_refuses_true(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["plain", "before-round-5"])
+def test_an_old_directory_runs_full_prompts_and_refuses_true(tmp_path: Path, kind: str) -> None:
+    """A plain export (no prefix inputs) and one whose manifest predates the field."""
     old = tmp_path / "old"
     shutil.copytree(exported(TEXT_CKPT, "rerank"), old)
-    data = json.loads((old / MANIFEST).read_text())
-    del data["decoder"]["prefix_kv"]  # what exports before this change wrote
-    (old / MANIFEST).write_text(json.dumps(data))
+    if kind == "before-round-5":
+        data = json.loads((old / MANIFEST).read_text())
+        del data["decoder"]["prefix_kv"]
+        (old / MANIFEST).write_text(json.dumps(data))
     assert read_manifest(old).prefix_kv is False
     with pytest.raises(ModelDirectoryError) as err:
         vlrank.Reranker(old, share_prefix=True, providers="cpu")
@@ -279,10 +295,35 @@ def test_an_old_directory_runs_full_prompts_and_refuses_true(tmp_path: Path) -> 
     from vlrank.cli.doctor import model_report
 
     assert model_report(str(old))["prefix_kv"] is False and "re-export" in model_report(str(old))["note"]
-    assert model_report(str(exported(TEXT_CKPT, "rerank")))["prefix_kv"] is True
+    assert model_report(str(prefix_export(TEXT_CKPT)))["prefix_kv"] is True
 
 
-def test_the_manifest_records_prefix_reuse_for_rerank_only() -> None:
-    assert read_manifest(exported(TEXT_CKPT, "rerank")).prefix_kv is True
-    assert read_manifest(exported(VL_CKPT, "rerank")).prefix_kv is True
-    assert read_manifest(exported(VL_CKPT, "embed")).prefix_kv is False
+def test_the_manifest_records_prefix_reuse_and_the_plain_graph_is_unchanged(tmp_path: Path) -> None:
+    assert read_manifest(prefix_export(TEXT_CKPT)).prefix_kv is True
+    assert read_manifest(prefix_export(VL_CKPT)).prefix_kv is True
+    assert read_manifest(exported(VL_CKPT, "rerank")).prefix_kv is False
+    sess = model(TEXT_CKPT, False).runner.session
+    names = [o.name for o in sess.get_outputs()]
+    layers = (len(names) - 1) // 2
+    assert set(names) == {"logits"} | {f"present_{k}.{i}" for k in ("key", "value") for i in range(layers)}
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "position_ids"]  # rest optional
+    with pytest.raises(InvalidInputError) as err:
+        export(VL_CKPT, tmp_path / "e", task="embed", prefix_kv=True, progress=False)
+    assert err.value.field == "prefix_kv"
+    with pytest.raises(InvalidInputError):
+        export(TEXT_CKPT, tmp_path / "t", task="rerank", prefix_kv="yes", progress=False)
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_half_prefix_graphs_are_valid_and_cuda_covers_every_op(precision: str) -> None:
+    import onnx
+    from test_attention_graphs import CUDA_KERNELS, _UNTYPED, typed_ops
+
+    for ckpt in (TEXT_CKPT, VL_CKPT):
+        graph = prefix_export(ckpt, precision) / "decoder.onnx"
+        onnx.checker.check_model(str(graph))
+        ops = typed_ops(graph)
+        assert ("GroupQueryAttention", "com.microsoft", precision) in ops
+        assert ("Expand", "ai.onnx", precision) in ops  # the prefix K/V, fed in the compute dtype
+        missing = {o for o in ops if o not in CUDA_KERNELS and o[0] not in _UNTYPED}
+        assert not missing, f"{ckpt.name} ({precision}): no CUDA kernel for {sorted(missing)}"

@@ -28,8 +28,8 @@ Fields (format 1):
                        engine reads the graph's metadata instead)
   files                {"tokenizer": ..., "decoder": ..., "decoder_data": ..., "vision": ...}
   decoder              graph input / output names, position_ids rank; prefix_kv: true when the decoder takes a
-                       shared prompt prefix's K/V (past_key.{i} / past_value.{i}, export/decoder.py) —
-                       exports before round 5 lack it and score every pair on its full prompt
+                       shared prompt prefix's K/V (past_key.{i} / past_value.{i}, export/decoder.py;
+                       export(prefix_kv=True)) — other exports score every pair on its full prompt
   source               {"path", "hash"} of the checkpoint it came from
 
 Every default recorded here comes from the Rust core, the one owner of the model constants; the

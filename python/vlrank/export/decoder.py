@@ -15,7 +15,7 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
   sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
   padding behind it, and the padding keys are masked as well.
 
-Shared prompt prefix (rerank graphs, ``prefix_kv``): optional inputs ``past_key.{i}`` / ``past_value.{i}``
+Shared prompt prefix (rerank graphs exported with ``prefix_kv=True``): optional inputs ``past_key.{i}`` / ``past_value.{i}``
 (1, kv_heads, P, head_dim) in the compute dtype — a prefix's K/V of layer i, default empty — make the
 rows a suffix attending to that prefix: every key of the prefix is real, the suffix's positions are the
 ones the full prompt gives it (the caller feeds them), and the pruned final layer reads the prefix keys
@@ -73,12 +73,6 @@ def check_precision(precision: str, dtype: str) -> None:
             f"dtype={precision!r} (or precision='float32' for a float32-compute graph)", field="dtype")
 
 
-def has_prefix_kv(task: str) -> bool:
-    """Whether a ``task`` decoder gets the shared-prefix inputs and outputs: rerank, whose documents share
-    a query; an embedder's inputs share nothing but the instruction."""
-    return task == "rerank"
-
-
 def inv_freq(cfg: TextConfig) -> np.ndarray:
     """Rotary inverse frequencies exactly as transformers computes them: float32 throughout."""
     d = cfg.head_dim
@@ -101,7 +95,7 @@ class DecoderBuilder:
     def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
                  image_token_id: int | None, deepstack_layers: int, precision: str = "float32",
                  quant: Quantization | None = None,
-                 video_token_id: int | None = None,
+                 video_token_id: int | None = None, prefix_kv: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> None:
         check_precision(precision, dtype)
         self.ck = ckpt
@@ -119,8 +113,8 @@ class DecoderBuilder:
         self.progress = progress or (lambda done, total: None)
         self.prefix = ckpt.text_prefix
         self.g = Graph("vlrank_decoder")
-        # Shared-prefix inputs / outputs (module docstring): rerank graphs only, where documents share a query.
-        self.prefix_kv = has_prefix_kv(task)
+        # Shared-prefix inputs / outputs (module docstring; export(prefix_kv=True), rerank only).
+        self.prefix_kv = prefix_kv
         # Compute the final layer for the last token only (see ``layer``); off only to measure it.
         self.prune_last_layer = True
 
@@ -443,12 +437,13 @@ class DecoderBuilder:
 def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
                   image_token_id: int | None = None, deepstack_layers: int = 0, precision: str = "float32",
                   quant: Quantization | None = None,
-                  video_token_id: int | None = None,
+                  video_token_id: int | None = None, prefix_kv: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names. ``precision``:
     compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring).
     ``quant``: every Linear as a block-quantized MatMulNBits (export/quantize.py)."""
     builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
                              image_token_id=image_token_id, deepstack_layers=deepstack_layers,
-                             precision=precision, quant=quant, progress=progress, video_token_id=video_token_id)
+                             precision=precision, quant=quant, progress=progress, video_token_id=video_token_id,
+                             prefix_kv=prefix_kv)
     return builder.build(Path(out_dir))

@@ -87,9 +87,9 @@ class Reranker(Task):
         super().__init__(model, **options)
         if share_prefix is True and not self.runner.manifest.prefix_kv:
             raise ModelDirectoryError(
-                f"share_prefix=True: {self.runner.manifest.root} was exported before vlrank could reuse a shared "
-                "prompt prefix (its decoder takes no prefix K/V); re-export the checkpoint with this vlrank "
-                "(vlrank export SRC OUT), or pass share_prefix=None / False to score full prompts",
+                f"share_prefix=True: {self.runner.manifest.root} was exported without prefix inputs (its decoder "
+                "takes no prefix K/V); re-export the checkpoint with this vlrank and prefix_kv=True (vlrank export "
+                "SRC OUT --prefix-kv), or pass share_prefix=None / False to score full prompts",
                 field="share_prefix")
         self.share_prefix = share_prefix
 
