@@ -108,7 +108,7 @@ def one(args) -> None:
     share = {"off": False, "on": True}[args.mode]
     model = vlrank.Reranker(args.model, share_prefix=share, max_length=args.max_length)
     call = call_of(model, args.case, args.scale)
-    model.rerank(call["query"], call["documents"][:2])  # weights resident, the query image encoded once
+    model.rerank("warm up", ["every weight page", "resident"])  # short: vl-long's full prompts cost minutes each
     base = benchlib.reset_hwm()
     start = time.perf_counter()
     result = model.rerank(call["query"], call["documents"], return_documents=False)

@@ -195,6 +195,8 @@ class ModelRunner:
 
     def _session_run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, images: list, image_batch,
                      outputs: list[str], extra: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """One session run: the feeds (image features of ``images`` for Qwen3-VL, empty when none), the
+        ``outputs`` asked for, each checked finite (corrupt weights fail loudly, not as scores)."""
         feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **(extra or {})}
         if self.family == "qwen3_vl":
             if images:
