@@ -18,6 +18,10 @@ timed call above the loaded model.
     python benches/bench_shared_prefix.py [--size tiny|real] [--layers 4] [--vision-layers 6]
         [--scale 1.0] [--cases vl-image,vl-text,vl-long,text] [--workdir /tmp/vlrank-prefix] [--no-write] [--json]
 ``--scale`` multiplies every token count (0.1 for a quick look).
+
+Expected time at ``--size real`` on the 2-core machine (estimated from FLOP counts, not measured): the first
+run writes and exports two random checkpoints (a few minutes); vl-image + vl-text + text ~10 min; vl-long ~20-30
+min, nearly all of it the ``off`` mode's eight 16k-token prompts (``--cases vl-long --scale 0.25`` is ~16x less).
 """
 
 from __future__ import annotations
