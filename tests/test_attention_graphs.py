@@ -35,11 +35,14 @@ CUDA_KERNELS = {
         "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Reciprocal", "Sigmoid", "Tanh", "Erf", "Cos", "Sin",
         "Softmax", "ReduceMean", "ReduceSum", "Equal", "Where", "LayerNormalization")),
     ("Sub", "ai.onnx", "int64"), ("ReduceSum", "ai.onnx", "int64"), ("Equal", "ai.onnx", "int64"),
+    # "14, int64_t, Add": the shared-prefix lengths (rows' own + the prefix's tokens)
+    ("Add", "ai.onnx", "int64"),
     # untyped class names ("13, Max", "14, CumSum", "14, Reshape", "13, Squeeze", ...)
     ("Max", "ai.onnx", "*"), ("CumSum", "ai.onnx", "*"), ("Reshape", "ai.onnx", "*"),
     ("Squeeze", "ai.onnx", "*"), ("Unsqueeze", "ai.onnx", "*"), ("Gather", "ai.onnx", "*"),
     ("GatherND", "ai.onnx", "*"), ("Transpose", "ai.onnx", "*"), ("Concat", "ai.onnx", "*"),
     ("Split", "ai.onnx", "*"), ("Shape", "ai.onnx", "*"), ("Identity", "ai.onnx", "*"),
+    ("Expand", "ai.onnx", "*"),  # "13, Expand": the shared prefix's K/V broadcast to the batch
     # "13, int32_t, Slice" / "13, int64_t, Slice": typed by the index type Tind; T is every fixed-size type
     ("Slice", "ai.onnx", "*"),
 }

@@ -27,7 +27,9 @@ Fields (format 1):
                        keeps in its ``vlrank.vision.*`` metadata; exports before round 4 lack it and the
                        engine reads the graph's metadata instead)
   files                {"tokenizer": ..., "decoder": ..., "decoder_data": ..., "vision": ...}
-  decoder              graph input / output names, position_ids rank
+  decoder              graph input / output names, position_ids rank; prefix_kv: true when the decoder takes a
+                       shared prompt prefix's K/V (past_key.{i} / past_value.{i}, export/decoder.py;
+                       export(prefix_kv=True)) — other exports score every pair on its full prompt
   source               {"path", "hash"} of the checkpoint it came from
 
 Every default recorded here comes from the Rust core, the one owner of the model constants; the
@@ -182,6 +184,8 @@ class Manifest:
     vision: VisionMeta | None = None
     architecture: str = ""
     vlrank_version: str = ""
+    #: the decoder can run a prompt's suffix against a shared prefix's K/V (``Reranker(share_prefix=...)``)
+    prefix_kv: bool = False
 
     @property
     def has_vision(self) -> bool:
@@ -243,7 +247,8 @@ class Manifest:
             "context_length": self.context_length,
             "files": dict(self.files),
             "decoder": {"inputs": self.decoder_inputs, "output": self.decoder_output,
-                        "position_ids_rank": 3 if self.family == "qwen3_vl" else 2},
+                        "position_ids_rank": 3 if self.family == "qwen3_vl" else 2,
+                        "prefix_kv": self.prefix_kv},
             "source": {"path": self.source_path, "hash": self.source_hash},
         }
         if self.image is not None:
@@ -383,6 +388,7 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
         vision=_typed(VisionMeta, data["vision"]) if data.get("vision") else None,
         architecture=str(data.get("architecture") or ""),
         vlrank_version=str(data.get("vlrank_version") or ""),
+        prefix_kv=data["decoder"].get("prefix_kv") is True,
     )
     _check_consistent(manifest)
     return manifest

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         run=run,
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="also describe an exported model directory: whether it can reuse a shared prompt prefix")
 
 
 def _version(dist: str) -> str | None:
@@ -34,8 +36,25 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def report() -> dict:
-    """The doctor's findings as a dict (``problems`` lists what to fix, one line each)."""
+def model_report(model_dir: str) -> dict:
+    """What an exported directory can do: ``prefix_kv`` (run a rerank call's shared prompt prefix once,
+    ``Reranker(share_prefix=...)``) and the fix when it cannot. A problem when the directory is unreadable."""
+    from vlrank.errors import ModelDirectoryError
+    from vlrank.modeldir import read_manifest
+
+    try:
+        m = read_manifest(model_dir)
+    except ModelDirectoryError as exc:
+        return {"path": model_dir, "problem": str(exc)}
+    note = None if m.prefix_kv or m.task != "rerank" else (
+        "exported without prefix inputs: every pair runs its full prompt; re-export the checkpoint with this "
+        "vlrank (vlrank export SRC OUT --prefix-kv) to score the query once per call")
+    return {"path": model_dir, "task": m.task, "prefix_kv": m.prefix_kv, "note": note}
+
+
+def report(model: str | None = None) -> dict:
+    """The doctor's findings as a dict (``problems`` lists what to fix, one line each); ``model``: an exported
+    directory to describe as well."""
     from vlrank.engine.ort_install import import_onnxruntime, install_problem, installed_distributions
     from vlrank.extras import MODULE_EXTRAS
     from vlrank.version import __version__
@@ -61,7 +80,13 @@ def report() -> dict:
     for module, extra in MODULE_EXTRAS.items():
         present = importlib.util.find_spec(module) is not None
         extras[extra] = extras.get(extra, True) and present
+    described = None
+    if model is not None:
+        described = model_report(model)
+        if "problem" in described:
+            problems.append(described["problem"])
     return {
+        "model": described,
         "vlrank": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -76,7 +101,7 @@ def report() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = report()
+    info = report(getattr(args, "model", None))
     if args.json:
         write_json(info, indent=2)
     else:
@@ -89,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
             f"providers    {', '.join(info['providers']) if info['providers'] else 'unavailable'}",
             "extras       " + ", ".join(f"{e} {'yes' if ok else 'no'}" for e, ok in sorted(info["extras"].items())),
         ]
+        m = info["model"]
+        if m is not None and "problem" not in m:
+            lines.append(f"model        {m['path']} ({m['task']}): shared-prefix reuse "
+                         f"{'yes' if m['prefix_kv'] else 'no'}" + (f" — {m['note']}" if m["note"] else ""))
         print("\n".join(lines))
     for problem in info["problems"]:
         print(f"vlrank doctor: warning: {problem}", file=sys.stderr)

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weights per quantization scale with --quantize: 16, 32, 64, 128 or 256; default 32")
     p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--prefix-kv", action="store_true",
+                   help="rerank: a decoder that can run a call's shared prompt prefix (the query) once "
+                   "(Reranker share_prefix)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     dtype = args.dtype or args.precision
     out = export(args.src, args.out, task=args.task, dtype=dtype, precision=args.precision,
-                 progress=not args.quiet, name=args.name, **_quantize_options(args))
+                 progress=not args.quiet, name=args.name, prefix_kv=args.prefix_kv, **_quantize_options(args))
     m = read_manifest(out)
     summary = {"out": str(out), "name": m.name, "family": m.family, "task": m.task, "dtype": m.dtype,
                "precision": m.precision, "provider": m.provider, "files": m.files}

@@ -14,7 +14,15 @@ of the attention phase — q, k, v, their q/k-norm and rotary temporaries and GQ
 5·(heads + 2·kv_heads)·head_dim — and the MLP phase — gate, up, SiLU's two temporaries and the product,
 5·intermediate. Each image token adds its features and DeepStack rows, fed and concatenated
 (2·(1 + deepstack)·hidden). The vision tower per patch: 3·hidden_v + max(5·3·hidden_v, 5·intermediate_v)
-plus the pixel row. ``SAFETY`` covers ONNX Runtime's arena rounding and what the model's fixed buffers
+plus the pixel row.
+
+A shared prompt prefix (engine/prefix.py) holds its K/V — 2·kv_heads·head_dim words per token per layer,
+all layers — for as long as its rows' suffixes run; a suffix run adds, per layer, transients of the
+prefix plus its own tokens' K/V: the fed prefix broadcast to the batch, GroupQueryAttention's present
+output (past + new) and, in the pruned final layer, the concatenated keys and values (3 copies).
+At Qwen3-VL-2B widths (28 layers, 8 kv heads, head_dim 128) a 1,300-token prefix holds 298 MB once,
+whatever the number of documents (16 documents on the full path would recompute it 16 times); at 8B
+widths (36 layers) 383 MB. ``SAFETY`` covers ONNX Runtime's arena rounding and what the model's fixed buffers
 (rotary tables, masks) add; benches/bench_long_context.py prints this estimate beside the measured peak.
 """
 
@@ -117,8 +125,10 @@ class MemoryBudget:
     """Bytes per decoder token, per image token and per vision patch for one model, against ``budget``."""
 
     def __init__(self, *, budget: int, hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
-                 deepstack: int = 0, vision: VisionWidths | None = None) -> None:
+                 deepstack: int = 0, vision: VisionWidths | None = None, layers: int = 0) -> None:
         self.budget = budget
+        self.layers = layers
+        self.kv_token_bytes = int(SAFETY * WORD * 2 * kv_heads * head_dim)  # one layer's K + V of one token
         attention = 5 * (heads + 2 * kv_heads) * head_dim
         mlp = 5 * intermediate
         self.token_bytes = int(SAFETY * WORD * (3 * hidden + max(attention, mlp)))
@@ -136,6 +146,15 @@ class MemoryBudget:
     def batch_bytes(self, lengths: Sequence[int], image_tokens: Sequence[int]) -> int:
         """A right-padded batch: every row costs the longest row's tokens."""
         return len(lengths) * max(lengths) * self.token_bytes + sum(image_tokens) * self.image_token_bytes
+
+    def prefix_kv_bytes(self, prefix: int) -> int:
+        """A shared prefix's K/V, every layer, held while its rows' suffixes run."""
+        return self.layers * prefix * self.kv_token_bytes
+
+    def suffix_bytes(self, tokens: int, prefix: int, image_tokens: int = 0) -> int:
+        """One suffix run of ``tokens`` against a ``prefix``-token K/V: the row's own working memory plus one
+        layer's prefix + suffix K/V transients (module docstring)."""
+        return self.row_bytes(tokens, image_tokens) + 3 * (prefix + tokens) * self.kv_token_bytes
 
     def vision_bytes(self, patches: int) -> int:
         return patches * self.patch_bytes

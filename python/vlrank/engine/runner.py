@@ -17,6 +17,7 @@ from vlrank import _native
 from vlrank.engine.budget import MemoryBudget, check_budget, default_budget, model_widths
 from vlrank.engine.export_cache import resolve_model_dir
 from vlrank.engine.manifest import check_graph, check_tokenizer, read_manifest
+from vlrank.engine.prefix import group_bytes, plan_groups, run_group
 from vlrank.engine.sessions import check_ort_options, create_session, providers_for_precision
 from vlrank.engine.tokenizers import load_tokenizer
 from vlrank.errors import InvalidInputError, ModelDirectoryError, RuntimeUnavailableError, VlrankError
@@ -94,7 +95,8 @@ class ModelRunner:
         intermediate, vision = model_widths(m)
         return MemoryBudget(budget=memory_budget or default_budget(weights), hidden=m.dims.hidden_size,
                             heads=m.dims.num_heads, kv_heads=m.dims.num_kv_heads, head_dim=m.dims.head_dim,
-                            intermediate=intermediate, deepstack=m.dims.deepstack_layers, vision=vision)
+                            intermediate=intermediate, deepstack=m.dims.deepstack_layers, vision=vision,
+                            layers=m.dims.num_layers)
 
     def check_rows(self, rows: list[Row]) -> None:
         """MemoryBudgetError for the first row that cannot fit the memory budget alone (nothing runs)."""
@@ -102,11 +104,13 @@ class ModelRunner:
             self.budget.check_row(len(row.ids), image_tokens=sum(img.num_tokens for img in row.images),
                                   max_patches=max((img.grid_h * img.grid_w for img in row.images), default=0))
 
-    def run_calls(self, prepared: list, image_batch, result: Callable[[Any, np.ndarray], dict]) -> list:
+    def run_calls(self, prepared: list, image_batch, result: Callable[[Any, np.ndarray], dict], *,
+                  share_prefix: bool | None = False) -> list:
         """The rows of many prepared calls (objects with ``.rows``) through ONE batch plan; ``result(call,
         outputs)`` builds each call's answer. A call that failed to prepare, or whose rows cannot fit the
         memory budget, keeps its error in place, so one bad request never fails the others (the server
-        packs many requests this way)."""
+        packs many requests this way). ``share_prefix``: as in ``run``, across every call's rows (calls
+        with the same query and instruction share its prefix)."""
         for i, p in enumerate(prepared):
             if not isinstance(p, VlrankError):
                 try:
@@ -114,7 +118,7 @@ class ModelRunner:
                 except VlrankError as exc:
                     prepared[i] = exc
         rows = [row for p in prepared if not isinstance(p, VlrankError) for row in p.rows]
-        outputs = self.run(rows, image_batch)
+        outputs = self.run(rows, image_batch, share_prefix=share_prefix)
         results: list = []
         offset = 0
         for p in prepared:
@@ -125,12 +129,35 @@ class ModelRunner:
             offset += len(p.rows)
         return results
 
-    def run(self, rows: list[Row], image_batch=None) -> np.ndarray:
+    def run(self, rows: list[Row], image_batch=None, *, share_prefix: bool | None = False) -> np.ndarray:
         """The decoder output of every row, in input order. ``image_batch`` (the task's per-call image
-        feed) gives the rows' M-RoPE positions and image features; None for text-only rows."""
+        feed) gives the rows' M-RoPE positions and image features; None for text-only rows.
+        ``share_prefix`` (engine/prefix.py): rows sharing a prompt prefix run it once — None where the
+        measured rule says it pays, True wherever they share one, False never; a directory exported
+        without prefix inputs, or a group whose prefix K/V would not fit the memory budget, runs the full
+        prompts."""
         if not rows:
             return np.zeros((0,), np.float32)
         self.check_rows(rows)
+        results: list[np.ndarray | None] = [None] * len(rows)
+        rest = list(range(len(rows)))
+        if share_prefix is not False and self.manifest.prefix_kv:
+            pads = {i for i in (self.image_pad_id, self.video_pad_id) if i is not None}
+            groups, rest = plan_groups(rows, pad_ids=pads, share=share_prefix)
+            for group in groups:
+                if group_bytes(self, rows, group) > self.budget.budget:
+                    rest += group.rows  # its K/V does not fit beside the runs: the full prompts do
+                    continue
+                for i, out in run_group(self, rows, group, image_batch).items():
+                    results[i] = out
+        if rest:
+            rest.sort()
+            for i, out in zip(rest, self._run_full([rows[i] for i in rest], image_batch)):
+                results[i] = out
+        return np.stack(results)
+
+    def _run_full(self, rows: list[Row], image_batch) -> list[np.ndarray]:
+        """Every row on its full prompt, in token-budgeted right-padded batches; outputs in input order."""
         lengths = [len(r.ids) for r in rows]
         plan = _native.plan_batches(lengths, max_batch_size=self.max_batch_size, token_budget=self.batch_tokens)
         results: list[np.ndarray | None] = [None] * len(rows)
@@ -142,27 +169,47 @@ class ModelRunner:
                 positions = [self._positions(r, image_batch) for r in batch_rows]
             input_ids, mask, pos = _native.pad_batch([r.ids for r in batch_rows], pad_id=self.pad_id,
                                                      positions=positions)
-            feeds = {"input_ids": input_ids, "attention_mask": mask}
-            if vl:
-                feeds["position_ids"] = pos
-                images = [img for r in batch_rows for img in r.images]
-                if images:
-                    feeds["image_embeds"], feeds["deepstack_embeds"] = image_batch.features(images)
-                else:
-                    feeds["image_embeds"] = np.zeros((0, self.hidden), np.float32)
-                    feeds["deepstack_embeds"] = np.zeros((self.deepstack, 0, self.hidden), np.float32)
-            else:
+            if not vl:
                 # Text Qwen3: positions 0..L-1 (padding positions are masked out; their value is irrelevant).
-                feeds["position_ids"] = np.broadcast_to(np.arange(input_ids.shape[1], dtype=np.int64),
-                                                        input_ids.shape).copy()
-            out = self.session.run([self.output], feeds)[0]
-            if not np.all(np.isfinite(out)):
-                raise RuntimeUnavailableError(
-                    "the model produced non-finite outputs (NaN/inf); the exported weights may be corrupt — "
-                    "re-export the model", field="model")
+                pos = np.broadcast_to(np.arange(input_ids.shape[1], dtype=np.int64), input_ids.shape).copy()
+            images = [img for r in batch_rows for img in r.images]
+            out = self._session_run(input_ids, mask, pos, images, image_batch, [self.output])[0]
             for j, i in enumerate(idx):
                 results[i] = out[j]
-        return np.stack(results)
+        return results
+
+    def decode(self, input_ids: np.ndarray, positions: np.ndarray, windows: list, image_batch, outputs: list[str], *,
+               extra: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """One row (``input_ids`` (1, S), ``positions`` (3, S) or (S,)) through the decoder, no padding;
+        ``extra``: further feeds (a prefix's K/V, ``prefix_keep``)."""
+        mask = np.ones(input_ids.shape, np.int64)
+        pos = positions[:, None, :] if positions.ndim == 2 else positions[None, :]
+        return self._session_run(input_ids, mask, np.ascontiguousarray(pos, dtype=np.int64), windows, image_batch,
+                                 outputs, extra)
+
+    def row_positions(self, row: Row, image_batch) -> np.ndarray:
+        """The full prompt's position ids of ``row``: (3, L) M-RoPE for Qwen3-VL, (L,) for text Qwen3."""
+        if self.family == "qwen3_vl":
+            return self._positions(row, image_batch)
+        return np.arange(len(row.ids), dtype=np.int64)
+
+    def _session_run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, images: list, image_batch,
+                     outputs: list[str], extra: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """One session run: the feeds (image features of ``images`` for Qwen3-VL, empty when none), the
+        ``outputs`` asked for, each checked finite (corrupt weights fail loudly, not as scores)."""
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **(extra or {})}
+        if self.family == "qwen3_vl":
+            if images:
+                feeds["image_embeds"], feeds["deepstack_embeds"] = image_batch.features(images)
+            else:
+                feeds["image_embeds"] = np.zeros((0, self.hidden), np.float32)
+                feeds["deepstack_embeds"] = np.zeros((self.deepstack, 0, self.hidden), np.float32)
+        out = self.session.run(outputs, feeds)
+        if not all(np.all(np.isfinite(o)) for o in out):
+            raise RuntimeUnavailableError(
+                "the model produced non-finite outputs (NaN/inf); the exported weights may be corrupt — "
+                "re-export the model", field="model")
+        return out
 
     def _within_budget(self, plan: list[list[int]], rows: list[Row]) -> list[list[int]]:
         """The plan with every batch whose image features push it over the memory budget split in two

@@ -12,6 +12,7 @@ works whichever of the two a caller reached first.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -76,7 +77,8 @@ class _Progress:
 
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
            precision: str = "float32", quantize: str | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
-           accuracy_level: int = DEFAULT_ACCURACY_LEVEL, progress: bool = True, name: str | None = None) -> Path:
+           accuracy_level: int = DEFAULT_ACCURACY_LEVEL, progress: bool = True, name: str | None = None,
+           prefix_kv: bool = False) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
@@ -86,7 +88,13 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     ``quantize``: "int8" | "int4" — every Linear of the decoder and the vision tower as a block-quantized
     ``com.microsoft.MatMulNBits`` (``block_size`` weights per scale, ``accuracy_level`` 0 = float32
     compute; export/quantize.py); the manifest records it under ``quantization``.
+    ``prefix_kv``: a rerank decoder that also takes / returns a shared prompt prefix's K/V (optional inputs,
+    extra outputs; export/decoder.py), so ``Reranker(share_prefix=...)`` runs a call's query once; the
+    manifest records it (``decoder.prefix_kv``). Off by default: the plain graph has the task head as its
+    only output.
     """
+    if not isinstance(prefix_kv, bool):
+        raise InvalidInputError(f"prefix_kv={prefix_kv!r}; pass True or False", field="prefix_kv")
     check_precision(precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
@@ -96,6 +104,9 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     ckpt = open_checkpoint(root)
     model_name = name or (str(src) if not Path(src).expanduser().exists() else ckpt.name)
     task = infer_task(ckpt, model_name, task)
+    if prefix_kv and task != "rerank":
+        raise InvalidInputError(f"prefix_kv=True is for rerank exports (documents sharing a query); this is a "
+                                f"'{task}' export: pass prefix_kv=False", field="prefix_kv")
     tokenizer = root / "tokenizer.json"
     if not tokenizer.is_file():
         raise ModelDirectoryError(f"{root}: tokenizer.json is missing; download it with the checkpoint",
@@ -121,16 +132,18 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
                           image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
                           precision=precision, quant=quant, progress=bar,
-                          video_token_id=special.get("video_pad"))
+                          video_token_id=special.get("video_pad"), prefix_kv=prefix_kv)
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
         file_map.update(_export_vision(ckpt, out, dtype, precision, quant))
-    export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
-                    quantization=None if quant is None else quant.manifest(), special=special, files=file_map,
-                    vision=vision, source_path=str(root.resolve()), source_hash=checkpoint_hash(root)).write()
+    manifest = export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
+                               quantization=None if quant is None else quant.manifest(), special=special,
+                               files=file_map, vision=vision, source_path=str(root.resolve()),
+                               source_hash=checkpoint_hash(root))
+    dataclasses.replace(manifest, prefix_kv=prefix_kv).write()
     ckpt.close()
     return out
 

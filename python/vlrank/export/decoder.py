@@ -15,6 +15,16 @@ Semantics follow transformers' Qwen3 / Qwen3-VL text models computed in float32 
   sum(attention_mask) − 1); the final layer already computes that token alone (see ``layer``). Right padding never changes a real token: causality already hides the
   padding behind it, and the padding keys are masked as well.
 
+Shared prompt prefix (rerank graphs exported with ``prefix_kv=True``): optional inputs ``past_key.{i}`` / ``past_value.{i}``
+(1, kv_heads, P, head_dim) in the compute dtype — a prefix's K/V of layer i, default empty — make the
+rows a suffix attending to that prefix: every key of the prefix is real, the suffix's positions are the
+ones the full prompt gives it (the caller feeds them), and the pruned final layer reads the prefix keys
+too. Outputs ``present_key.{i}`` / ``present_value.{i}`` are the first ``prefix_keep`` (default 0) tokens
+of each layer's K/V: a prefix pass asks for all of them, every other run gets empty outputs, so the full
+path holds no K/V past its layer. GroupQueryAttention takes a non-empty past only at batch 1 (ORT 1.32:
+"batch_size must be 1 when sequence_length > 1 and past context is given"), so suffix rows run one per
+run; with the empty default it batches as before (its check is sequence_length != total_length).
+
 Precision (``precision``): "float32" (the CPU graph) computes everything in float32. "float16" / "bfloat16"
 (CUDA graphs, weights stored in that dtype) run the MatMuls and the fused attention in half, as
 onnxruntime-genai's builder does; RMSNorm and its statistics, q/k-norm, the rotary tables, the residual
@@ -85,7 +95,7 @@ class DecoderBuilder:
     def __init__(self, ckpt: Checkpoint, *, task: str, dtype: str, yes_id: int, no_id: int,
                  image_token_id: int | None, deepstack_layers: int, precision: str = "float32",
                  quant: Quantization | None = None,
-                 video_token_id: int | None = None,
+                 video_token_id: int | None = None, prefix_kv: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> None:
         check_precision(precision, dtype)
         self.ck = ckpt
@@ -103,6 +113,8 @@ class DecoderBuilder:
         self.progress = progress or (lambda done, total: None)
         self.prefix = ckpt.text_prefix
         self.g = Graph("vlrank_decoder")
+        # Shared-prefix inputs / outputs (module docstring; export(prefix_kv=True), rerank only).
+        self.prefix_kv = prefix_kv
         # Compute the final layer for the last token only (see ``layer``); off only to measure it.
         self.prune_last_layer = True
 
@@ -159,13 +171,17 @@ class DecoderBuilder:
         emb = g.concat([freqs, freqs], axis=-1)
         return g.unsqueeze(g.cos(emb), [2]), g.unsqueeze(g.sin(emb), [2])
 
-    def sequence_lengths(self, attention_mask: str) -> tuple[str, str]:
+    def sequence_lengths(self, attention_mask: str, past_len: str | None = None) -> tuple[str, str]:
         """GroupQueryAttention's per-row ``seqlens_k`` (real length − 1, int32 (B,)) and
-        ``total_sequence_length`` (L, int32 scalar), computed from the right-padded attention_mask."""
+        ``total_sequence_length`` (L, int32 scalar), computed from the right-padded attention_mask.
+        ``past_len`` ((1,) int64): the prefix tokens before every row, counted in both (0: the full path)."""
         g = self.g
         lengths = g.reduce_sum(attention_mask, [1], keepdims=0)  # (B,)
+        total = g.shape(attention_mask, 1, 2)  # (1,)
+        if past_len is not None:
+            lengths, total = g.add(lengths, past_len), g.add(total, past_len)
         seqlens_k = g.cast(g.sub(lengths, g.const(1)), INT32)
-        total = g.cast(g.squeeze(g.shape(attention_mask, 1, 2), [0]), INT32)
+        total = g.cast(g.squeeze(total, [0]), INT32)
         return seqlens_k, total
 
     def mask_bias(self, keep: str) -> str:
@@ -183,11 +199,12 @@ class DecoderBuilder:
         return g.mul(g.sub(keep, g.const(1.0, np.float32)), g.const(-_MASKED, np.float32))
 
     def layer(self, i: int, x: str, cos: str, sin: str, lengths: tuple[str, str], last_mask: str,
-              last: str | None = None) -> str:
+              last: str | None = None, past: tuple[str, str, str] | None = None) -> str:
         """One decoder layer. With ``last`` ((B, 1) index of each row's last real token) only that token's
         output is computed — (B, 1, H) — since nothing downstream reads the others: keys and values still
         come from every token, but the query, o_proj and MLP run on one row (the final layer's share of
-        the compute, ~1/num_layers, saved)."""
+        the compute, ~1/num_layers, saved). ``past``: this layer's prefix (key, value, keep) — the prefix
+        K/V (B, kv_heads, P, hd) the rows attend to and how many tokens of K/V to output."""
         g, cfg = self.g, self.cfg
         p = f"layers.{i}."
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -209,10 +226,18 @@ class DecoderBuilder:
         k = self.rope(self.rms_norm(k, self._w(p + "self_attn.k_norm.weight")), cos, sin)
         post_norm = self._w(p + "post_attention_layernorm.weight")
         if last is None:
-            ctx, release = self.fused_attention(q, k, v, lengths)
-            post_norm = g.add(post_norm, release)  # + 0.0: lets ORT free this layer's present K/V now
+            ctx, present = self.fused_attention(q, k, v, lengths, past)
+            post_norm = g.add(post_norm, self.release(*present))  # + 0.0: lets ORT free this layer's K/V now
         else:
-            ctx = self.last_token_attention(q, k, v, last_mask)
+            keys = g.transpose(k, [0, 2, 1, 3])  # (B, nkv, L, hd)
+            values = g.transpose(g.reshape(self._f32(v), [0, 0, nkv, hd]), [0, 2, 1, 3])
+            if past is not None:  # the prefix's keys come first: P + L keys, all of the prefix real
+                keys = g.concat([self._f32(past[0]), keys], axis=2)
+                values = g.concat([self._f32(past[1]), values], axis=2)
+                present = (self._to_compute(keys), self._to_compute(values))
+            ctx = self.last_token_attention(q, keys, values, last_mask)
+        if past is not None:
+            self.prefix_outputs(i, present, past[2])
         x = g.add(x, self._f32(self._matmul(ctx, p + "self_attn.o_proj")))
         h = self._to_compute(self.rms_norm(x, post_norm))
         # SiLU·up in float32: the half graphs then hold only MatMul, attention, Cast and data-movement ops
@@ -222,7 +247,8 @@ class DecoderBuilder:
         act = self._to_compute(g.mul(g.mul(gate, g.sigmoid(gate)), up))
         return g.add(x, self._f32(self._matmul(act, p + "mlp.down_proj")))
 
-    def fused_attention(self, q: str, k: str, v: str, lengths: tuple[str, str]) -> str:
+    def fused_attention(self, q: str, k: str, v: str, lengths: tuple[str, str],
+                        past: tuple[str, str, str] | None = None) -> tuple[str, tuple[str, str]]:
         """Causal GQA over every token with ORT's fused ``com.microsoft.GroupQueryAttention``: no (L × L)
         tensor exists. Chosen by measurement (ORT 1.32 CPU, one node, 16/8 heads, head_dim 128, 8,192
         tokens): GroupQueryAttention +274 MB and 3.7 s; opset-24 ``Attention`` (is_causal, nonpad_kv_seqlen)
@@ -230,15 +256,46 @@ class DecoderBuilder:
         needs an (Lq × Lk) mask for padding. Right padding is per-row lengths (``seqlens_k`` = length − 1):
         a real query reads keys 0..itself only, so padding keys never reach it; padding rows' outputs are
         never read. q/k arrive normed and rotated (do_rotary=0): the M-RoPE and q/k-norm stay exactly the
-        reference's float32 math. Inputs (B, L, heads·hd) in the compute dtype; returns (B, L, nh·hd)."""
+        reference's float32 math. Inputs (B, L, heads·hd) in the compute dtype; returns (B, L, nh·hd) and
+        the present K/V ((B, kv_heads, P + L, hd): the prefix's then these rows')."""
         g, cfg = self.g, self.cfg
         seqlens_k, total = lengths
         q = g.reshape(self._to_compute(q), [0, 0, cfg.num_heads * cfg.head_dim])
         k = g.reshape(self._to_compute(k), [0, 0, cfg.num_kv_heads * cfg.head_dim])
+        past_k, past_v = ("", "") if past is None else past[:2]
         ctx, present_k, present_v = g.op(
-            "GroupQueryAttention", [q, k, v, "", "", seqlens_k, total], outputs=3, domain=MS_DOMAIN,
+            "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens_k, total], outputs=3, domain=MS_DOMAIN,
             num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, scale=float(cfg.head_dim**-0.5), do_rotary=0)
-        return ctx, self.release(present_k, present_v)
+        return ctx, (present_k, present_v)
+
+    def prefix_inputs(self, batch: str) -> tuple[list[tuple[str, str, str]], str]:
+        """Per layer (past key, past value, keep) and the prefix length P ((1,) int64). The past inputs
+        default to empty (1, kv_heads, 0, hd) initializers — a graph input with an initializer is optional
+        — and are broadcast to the batch (an empty tensor at batch > 1; a batch-1 suffix run feeds one)."""
+        g, cfg = self.g, self.cfg
+        dtype = FLOAT if self.half is None else self.half
+        shape = [1, cfg.num_kv_heads, "prefix", cfg.head_dim]
+        keep = g.input("prefix_keep", INT64, [1])
+        g.initializer(keep, np.zeros(1, np.int64))
+        expand = g.concat([batch, g.const([1, 1, 1])], axis=0)
+        empty = np.zeros((1, cfg.num_kv_heads, 0, cfg.head_dim), np.float32)
+        layers = []
+        for i in range(cfg.num_layers):
+            pair = []
+            for kind in ("key", "value"):
+                name = g.input(f"past_{kind}.{i}", dtype, shape)
+                g.initializer(name, empty, elem_type=dtype)
+                pair.append(g.op("Expand", [name, expand]))
+            layers.append((pair[0], pair[1], keep))
+        return layers, g.shape("past_key.0", 2, 3)
+
+    def prefix_outputs(self, i: int, present: tuple[str, str], keep: str) -> None:
+        """Layer i's first ``keep`` tokens of K/V as outputs ``present_key.{i}`` / ``present_value.{i}``."""
+        g, cfg = self.g, self.cfg
+        dtype = FLOAT if self.half is None else self.half
+        for kind, value in zip(("key", "value"), present):
+            kept = g.op("Slice", [value, g.const([0]), keep, g.const([2])])
+            g.output(kept, f"present_{kind}.{i}", dtype, ["batch", cfg.num_kv_heads, "kept", cfg.head_dim])
 
     def release(self, *values: str) -> str:
         """A float32 scalar 0.0 computed from ``values`` (each sliced to zero elements first: no work).
@@ -257,12 +314,11 @@ class DecoderBuilder:
         """Attention of one query per row (the pruned final layer) over every key: scores are (B, heads,
         1, L), linear in L, so the explicit MatMul-Softmax-MatMul costs no (L × L) memory. Softmax in f32.
         GQA without copying K/V: the g query heads of one kv head are g rows of one GEMM (head h = kv·g + j,
-        as transformers' repeat_kv orders them)."""
+        as transformers' repeat_kv orders them). ``k`` / ``v``: (B, nkv, L, hd) float32."""
         g, cfg = self.g, self.cfg
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = g.reshape(g.transpose(q, [0, 2, 1, 3]), [0, nkv, -1, hd])  # (B, nkv, g, hd)
-        k = g.transpose(k, [0, 2, 3, 1])  # (B, nkv, hd, L)
-        v = g.transpose(g.reshape(self._f32(v), [0, 0, nkv, hd]), [0, 2, 1, 3])  # (B, nkv, L, hd)
+        k = g.transpose(k, [0, 1, 3, 2])  # (B, nkv, hd, L)
         scores = g.mul(g.matmul(q, k), g.const(hd**-0.5, np.float32))
         scores = g.add(scores, last_mask)  # additive bias (see mask_bias)
         ctx = g.matmul(g.softmax(scores, -1), v)  # (B, nkv, g, hd)
@@ -318,17 +374,25 @@ class DecoderBuilder:
                 image_mask = g.unsqueeze(image_mask, [-1])  # (B, L, 1)
                 x = g.where(image_mask, self._image_rows(image_embeds, image_index, input_ids), x)
             cos, sin = self.rotary_tables(position_ids)
-            lengths = self.sequence_lengths(attention_mask)
+            pasts: list = [None] * cfg.num_layers
+            keys_mask, past_len = attention_mask, None
+            if self.prefix_kv:
+                batch = g.shape(input_ids, 0, 1)
+                pasts, past_len = self.prefix_inputs(batch)
+                # Every prefix key is real: ones before the rows' own mask (P columns, none on the full path).
+                ones = g.op("Expand", [g.const([[1]]), g.concat([batch, past_len], axis=0)])
+                keys_mask = g.concat([ones, attention_mask], axis=1)  # (B, P + L)
+            lengths = self.sequence_lengths(attention_mask, past_len)
             # Last real token of each row (right padding): index sum(mask) - 1.
             last = g.sub(g.reduce_sum(attention_mask, [1], keepdims=1), g.const(1))  # (B, 1)
             # The last token's query sees every real key (causality holds by construction).
-            last_mask = self.mask_bias(g.cast(g.unsqueeze(attention_mask, [1, 2]), BOOL))  # (B, 1, 1, L)
+            last_mask = self.mask_bias(g.cast(g.unsqueeze(keys_mask, [1, 2]), BOOL))  # (B, 1, 1, P + L)
             total = cfg.num_layers
             for i in range(total):
                 # DeepStack adds only at image tokens, never the last token; pruning the final layer to
                 # that token is safe unless a DeepStack add would still follow it.
                 prune = self.prune_last_layer and i == total - 1 and not (vl and i < self.deepstack_layers)
-                x = self.layer(i, x, cos, sin, lengths, last_mask, last if prune else None)
+                x = self.layer(i, x, cos, sin, lengths, last_mask, last if prune else None, pasts[i])
                 if vl and i < self.deepstack_layers:
                     ds = g.gather(deepstack, g.const(i), axis=0)  # (M, H)
                     rows = self._image_rows(ds, image_index, input_ids)
@@ -373,12 +437,13 @@ class DecoderBuilder:
 def build_decoder(ckpt: Checkpoint, out_dir: str | Path, *, task: str, dtype: str, yes_id: int, no_id: int,
                   image_token_id: int | None = None, deepstack_layers: int = 0, precision: str = "float32",
                   quant: Quantization | None = None,
-                  video_token_id: int | None = None,
+                  video_token_id: int | None = None, prefix_kv: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Write decoder.onnx (+ decoder.onnx.data) into ``out_dir``; returns the file names. ``precision``:
     compute dtype ("float32" for the CPU; "float16" | "bfloat16" for CUDA, see the module docstring).
     ``quant``: every Linear as a block-quantized MatMulNBits (export/quantize.py)."""
     builder = DecoderBuilder(ckpt, task=task, dtype=dtype, yes_id=yes_id, no_id=no_id,
                              image_token_id=image_token_id, deepstack_layers=deepstack_layers,
-                             precision=precision, quant=quant, progress=progress, video_token_id=video_token_id)
+                             precision=precision, quant=quant, progress=progress, video_token_id=video_token_id,
+                             prefix_kv=prefix_kv)
     return builder.build(Path(out_dir))

@@ -125,6 +125,8 @@ class Task:
     call_args: ClassVar[frozenset[str]] = frozenset()
     inputs_field: ClassVar[str] = ""
     image_verb: ClassVar[str] = ""
+    #: whether rows sharing a prompt prefix run it once (engine/prefix.py); a task that wants it sets it
+    share_prefix: bool | None = False
 
     def __init__(self, model: str | Path, *, max_length: int | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, providers=None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -199,7 +201,8 @@ class Task:
         """The rows of all ``prepared`` calls through ONE batch plan (the vision tower runs each distinct
         image once across them); result i is call i's answer, or its error in place. The model-thread half
         of a call: nothing is parsed or decoded here."""
-        return self.runner.run_calls(list(prepared), self._image_batch(), self._result)
+        return self.runner.run_calls(list(prepared), self._image_batch(), self._result,
+                                     share_prefix=self.share_prefix)
 
     def _ready(self, p: Prepared, images: ImageBatch | None, reserve: Reserve | None) -> Prepared:
         """Budget-check ``p``'s rows, reserve its pixel rows, then decode them (``images``: the media that
@@ -226,7 +229,7 @@ class Task:
     def _call(self, **call: Any) -> dict:
         images = self._image_batch()
         p = self._ready(self._prepare(images=images, **call), images, None)
-        return self._result(p, self.runner.run(p.rows, images))
+        return self._result(p, self.runner.run(p.rows, images, share_prefix=self.share_prefix))
 
     def _call_many(self, calls: Sequence[Mapping[str, Any]]) -> list[dict | VlrankError]:
         """Many calls through one batch plan; result i equals the single call ``calls[i]`` (ids aside),

@@ -10,13 +10,15 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vlrank.engine.prompt_ids import context_too_long, text_rerank_ids, vl_rerank_ids
 from vlrank.engine.runner import Row
-from vlrank.errors import ContextTooLongError, InvalidInputError, VlrankError
+from vlrank.engine.prefix import check_share_prefix
+from vlrank.errors import ContextTooLongError, InvalidInputError, ModelDirectoryError, VlrankError
 from vlrank.inputs import ParsedInput, parse_documents, parse_query
 from vlrank.tasks.base import Prepared, Task, check_instruction, check_positive, side_blocks, usage
 from vlrank.tasks.long_documents import (
@@ -64,6 +66,13 @@ class Reranker(Task):
     ``{"session.intra_op.allow_spinning": "0"}`` in a server). ``memory_budget``: bytes of working memory
     one decoder or vision run may use (default: half of the RAM the loaded model leaves free); a pair that
     cannot fit it is refused with MemoryBudgetError before any work (see vlrank/engine/budget.py).
+
+    ``share_prefix``: the documents of a call (and of calls with the same query and instruction in one
+    ``rerank_many`` / server batch) share the prompt up to the document — system prompt, instruction and
+    query — and a directory exported with prefix inputs runs it once (engine/prefix.py). None: where the
+    measured rule says it pays (long queries, query images, many documents); True: whenever pairs share a
+    prefix (ModelDirectoryError for a directory exported before vlrank could); False: never. Scores are
+    the same within float rounding either way.
     """
 
     task = "rerank"
@@ -72,6 +81,17 @@ class Reranker(Task):
                            "raw_scores"}) | LONG_DOCUMENT_KEYS
     inputs_field = "documents"
     image_verb = "score"
+
+    def __init__(self, model: str | Path, *, share_prefix: bool | None = None, **options: Any) -> None:
+        share_prefix = check_share_prefix(share_prefix)  # before loading anything
+        super().__init__(model, **options)
+        if share_prefix is True and not self.runner.manifest.prefix_kv:
+            raise ModelDirectoryError(
+                f"share_prefix=True: {self.runner.manifest.root} was exported without prefix inputs (its decoder "
+                "takes no prefix K/V); re-export the checkpoint with this vlrank and prefix_kv=True (vlrank export "
+                "SRC OUT --prefix-kv), or pass share_prefix=None / False to score full prompts",
+                field="share_prefix")
+        self.share_prefix = share_prefix
 
     # ---- public API -------------------------------------------------------------------------------------
     def rerank(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
