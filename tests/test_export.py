@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vlrank.modeldir import read_manifest
 from export_support import (
     TEXT_CKPT,
     VL_CKPT,
@@ -70,13 +71,16 @@ def test_manifest_vl_tasks() -> None:
 
 
 def test_graph_outputs_only_the_task_head() -> None:
-    """Never the full-vocabulary logits: one output, at most 2 wide (or hidden for embed)."""
+    """Never the full-vocabulary logits: the task head, at most 2 wide (or hidden for embed), is the last output;
+    a rerank graph's others are its shared-prefix K/V per layer (export/decoder.py), empty unless asked for."""
     for ckpt, task, name, shape in [(TEXT_CKPT, "rerank", "logits", ["batch", 2]),
                                     (VL_CKPT, "rerank", "logit", ["batch"]),
                                     (VL_CKPT, "embed", "embedding", ["batch", None])]:
         outs = session(exported(ckpt, task)).get_outputs()
-        assert [o.name for o in outs] == [name]
-        assert len(outs[0].shape) == len(shape)
+        layers = read_manifest(exported(ckpt, task)).dims.num_layers if task == "rerank" else 0
+        assert [o.name for o in outs] == [f"present_{kind}.{i}" for i in range(layers)
+                                          for kind in ("key", "value")] + [name]
+        assert len(outs[-1].shape) == len(shape)
 
 
 # ---- storage dtypes -------------------------------------------------------------------------------------

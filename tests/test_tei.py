@@ -232,3 +232,29 @@ def test_truncation_flags_are_applied(client, library):
         assert np.abs(np.asarray(r.json()[0]) - np.asarray(lib)).max() < 1e-6
     r = client.post("/rerank", json={"model": VL_RERANK, "query": QUERY, "texts": TEXTS, "truncation_direction": "left"})
     assert r.status_code == 400 and "truncation_direction" in r.json()["error"], r.text
+
+
+def test_the_root_route_is_rerank_or_embed_by_its_body(client, live, library):
+    """TEI's POST / (what a client given the bare base URL posts to): the body says which route it means."""
+    lib = library[VL_RERANK].rerank(QUERY, TEXTS)["results"]
+    r = client.post("/", json={"model": VL_RERANK, "query": QUERY, "texts": TEXTS})
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"index": x["index"], "score": pytest.approx(x["relevance_score"], abs=1e-6)} for x in lib]
+    want = library[VL_EMBED].embed(TEXTS)["data"]
+    r = client.post("/", json={"model": VL_EMBED, "inputs": TEXTS})
+    assert r.status_code == 200, r.text
+    assert np.allclose(np.array(r.json()), np.array([d["embedding"] for d in want]), atol=1e-6)
+    # huggingface_hub posts to the URL it is given: the bare base URL reaches POST /
+    from huggingface_hub import InferenceClient
+
+    got = InferenceClient(model=live.url, token=KEY, timeout=60).feature_extraction(TEXTS[0])
+    assert np.abs(np.asarray(got).reshape(-1) - want[0]["embedding"]).max() < 1e-6
+    # bad bodies: TEI's error body naming the field; the key is required on / but not on /health
+    tei_error(client.post("/", json={"texts": TEXTS}), 400, field="body")
+    tei_error(client.post("/", json=[1, 2]), 400, field="body")
+    tei_error(client.post("/", content=b"{not json", headers={"content-type": "application/json"}), 400, field="body")
+    tei_error(client.post("/", json={"model": VL_RERANK, "query": QUERY, "texts": []}), 400, field="texts",
+              kind="Empty")
+    tei_error(client.post("/", json={"model": VL_EMBED, "inputs": 3}), 400, field="inputs")
+    assert httpx.post(live.url + "/", json={"inputs": "x"}).status_code == 401
+    assert httpx.get(live.url + "/health").status_code == 200

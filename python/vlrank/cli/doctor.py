@@ -48,7 +48,7 @@ def model_report(model_dir: str) -> dict:
         return {"path": model_dir, "problem": str(exc)}
     note = None if m.prefix_kv or m.task != "rerank" else (
         "exported without prefix inputs: every pair runs its full prompt; re-export the checkpoint with this "
-        "vlrank (vlrank export SRC OUT --prefix-kv) to score the query once per call")
+        "vlrank (`vlrank export SRC OUT`: rerank exports take prefixes by default) to score the query once per call")
     return {"path": model_dir, "task": m.task, "prefix_kv": m.prefix_kv, "note": note}
 
 

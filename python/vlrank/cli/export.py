@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weights per quantization scale with --quantize: 16, 32, 64, 128 or 256; default 32")
     p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--prefix-kv", action="store_true",
+    p.add_argument("--prefix-kv", action=argparse.BooleanOptionalAction, default=None,
                    help="rerank: a decoder that can run a call's shared prompt prefix (the query) once "
-                   "(Reranker share_prefix)")
+                   "(Reranker share_prefix; default: on for rerank exports)")
 
 
 def run(args: argparse.Namespace) -> int:

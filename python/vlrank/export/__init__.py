@@ -78,7 +78,7 @@ class _Progress:
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
            precision: str = "float32", quantize: str | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
            accuracy_level: int = DEFAULT_ACCURACY_LEVEL, progress: bool = True, name: str | None = None,
-           prefix_kv: bool = False) -> Path:
+           prefix_kv: bool | None = None) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
@@ -90,11 +90,12 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     compute; export/quantize.py); the manifest records it under ``quantization``.
     ``prefix_kv``: a rerank decoder that also takes / returns a shared prompt prefix's K/V (optional inputs,
     extra outputs; export/decoder.py), so ``Reranker(share_prefix=...)`` runs a call's query once; the
-    manifest records it (``decoder.prefix_kv``). Off by default: the plain graph has the task head as its
-    only output.
+    manifest records it (``decoder.prefix_kv``). None (default): on for rerank exports (the path costs
+    nothing when unused: empty default inputs, empty outputs), off for embed exports, which have no prefix.
     """
-    if not isinstance(prefix_kv, bool):
-        raise InvalidInputError(f"prefix_kv={prefix_kv!r}; pass True or False", field="prefix_kv")
+    if prefix_kv is not None and not isinstance(prefix_kv, bool):
+        raise InvalidInputError(f"prefix_kv={prefix_kv!r}; pass True, False or None (on for rerank)",
+                                field="prefix_kv")
     check_precision(precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
@@ -104,6 +105,8 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     ckpt = open_checkpoint(root)
     model_name = name or (str(src) if not Path(src).expanduser().exists() else ckpt.name)
     task = infer_task(ckpt, model_name, task)
+    if prefix_kv is None:
+        prefix_kv = task == "rerank"
     if prefix_kv and task != "rerank":
         raise InvalidInputError(f"prefix_kv=True is for rerank exports (documents sharing a query); this is a "
                                 f"'{task}' export: pass prefix_kv=False", field="prefix_kv")

@@ -38,7 +38,7 @@ from .state import READY, STOPPING, ServerState
 log = logging.getLogger("vlrank.server")
 
 ROUTES = frozenset({"/v1/rerank", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs",
-                    "/v2/rerank", "/score", "/v1/score"}) | tei.ROUTES | cohere_embed.ROUTES
+                    "/v2/rerank", "/score", "/v1/score"}) | tei.ROUTES | tei.EXACT_ROUTES | cohere_embed.ROUTES
 
 
 def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = None) -> FastAPI:
@@ -85,7 +85,8 @@ def create_app(models: Mapping[str, Any], *, settings: ServerSettings | None = N
     # Auth is checked in a pure ASGI middleware (before the body is parsed, so an unauthenticated client
     # learns nothing about validation); FastAPI dependencies would cost a thread hop per request.
     app.add_middleware(AuthMiddleware, api_key=settings.api_key, protected_prefix=("/v1/", "/v2/", "/score",
-                                                                          *sorted(tei.ROUTES)))
+                                                                          *sorted(tei.ROUTES)),
+                       protected_paths=tei.EXACT_ROUTES)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, known_paths=ROUTES)
     auth = {"security": [{"bearer": []}]} if settings.api_key is not None else {}
 

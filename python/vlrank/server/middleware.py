@@ -128,19 +128,23 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
 
 
 class AuthMiddleware:
-    """``Authorization: Bearer <key>`` on every path under ``protected_prefix``; 401 JSON otherwise.
+    """``Authorization: Bearer <key>`` on every path under ``protected_prefix`` and on each of ``protected_paths``
+    (exact: TEI's ``POST /`` is protected, the paths below ``/`` such as ``/health`` are not); 401 JSON otherwise.
 
     The key is compared with ``hmac.compare_digest`` on bytes (constant time); header bytes are taken as
     sent (latin-1), so a non-ASCII key must be configured as the same bytes.
     """
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, protected_prefix: str) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, protected_prefix: tuple[str, ...],
+                 protected_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.key = api_key.encode("utf-8") if api_key is not None else None
         self.prefix = protected_prefix
+        self.paths = protected_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is None or scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+        path = scope.get("path", "")
+        if self.key is None or scope["type"] != "http" or not (path.startswith(self.prefix) or path in self.paths):
             await self.app(scope, receive, send)
             return
         given = b""

@@ -1,4 +1,4 @@
-"""Hugging Face text-embeddings-inference (TEI) routes: ``POST /rerank``, ``POST /embed``, ``GET /info``.
+"""Hugging Face text-embeddings-inference (TEI) routes: ``POST /rerank``, ``POST /embed``, ``GET /info``, ``POST /``.
 
 TEI cannot serve a Qwen3 reranker; these routes let a TEI client (LangChain ``HuggingFaceEndpointEmbeddings``,
 LlamaIndex ``TextEmbeddingsInference``, Haystack's TEI components, ``huggingface_hub.InferenceClient``) swap its
@@ -12,6 +12,9 @@ URL and get the served Qwen3 models. Shapes follow TEI's router (router/src/http
   state is not what it was trained to compare). huggingface_hub nests the options under ``"parameters"``;
   both spellings are read.
 - ``/info``: the model's id, type, max input length (its max_length) and this server's batch limits.
+- ``/``: TEI's root route, what a client given the bare base URL posts to (``huggingface_hub.InferenceClient(model=URL)``,
+  Haystack's embedders): TEI answers it as its one model's route; here the body says which — ``{"query", "texts"}``
+  is ``/rerank``, ``{"inputs"}`` is ``/embed`` (both kinds may be served side by side).
 - Errors: TEI's body ``{"error": str, "error_type": "Validation" | "Empty" | "Overloaded" | "Unhealthy" |
   "Backend"}`` with this server's status codes; the message starts with the field at fault.
 
@@ -31,6 +34,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vlrank.errors import VlrankError
@@ -43,7 +47,8 @@ from .route import serve
 from .schemas import TeiEmbedRequest, TeiErrorResponse, TeiInfo, TeiRank, TeiRerankRequest
 from .state import ServerState
 
-ROUTES = frozenset({"/rerank", "/embed", "/info"})
+ROUTES = frozenset({"/rerank", "/embed", "/info"})  # protected as prefixes
+EXACT_ROUTES = frozenset({"/"})  # protected as this exact path only: /health and /metrics stay open
 
 _ERROR_TYPES = {429: "Overloaded", 503: "Unhealthy", 500: "Backend"}
 TEI_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -183,6 +188,30 @@ def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> Non
         return await serve(state, request, model=pick_model(state, body.model, EMBED), kind=EMBED, calls=[call],
                            count=count, count_field="inputs", shape=shape, rename=_renamer("input", "inputs"),
                            noun="inputs", count_code="too_many_inputs")
+
+    @router.post("/", summary="TEI's root route: /rerank for a {query, texts} body, /embed for an {inputs} body",
+                 openapi_extra={**auth, "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {"oneOf": [{"$ref": "#/components/schemas/TeiRerankRequest"},
+                                          {"$ref": "#/components/schemas/TeiEmbedRequest"}]}}}}},
+                 responses={200: {"description": "what /rerank or /embed answers"}, **TEI_ERRORS})
+    async def root(request: Request) -> Response:
+        try:
+            raw = await request.json()
+        except ValueError as exc:
+            raise ApiError(400, "body: not valid JSON; send TEI's /rerank body {\"query\", \"texts\"} or its /embed "
+                                "body {\"inputs\"}", param="body", code="invalid_json") from exc
+        if isinstance(raw, dict) and "query" in raw:
+            schema, endpoint = TeiRerankRequest, rerank
+        elif isinstance(raw, dict) and "inputs" in raw:
+            schema, endpoint = TeiEmbedRequest, embed
+        else:
+            raise ApiError(400, "body: POST / takes TEI's /rerank body {\"query\", \"texts\"} or its /embed body "
+                                "{\"inputs\"}", param="body", code="invalid_value")
+        try:
+            body = schema.model_validate(raw)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+        return await endpoint(body, request)
 
     @router.get("/info", summary="the model a TEI client talks to (Hugging Face TEI info)", openapi_extra=auth,
                 response_model=TeiInfo, responses={200: {"description": "model and limits"}, **TEI_ERRORS})

@@ -6,6 +6,7 @@ the result (sigmoid scores, best first, ``top_n``, echoed documents). See tasks/
 
 from __future__ import annotations
 
+import inspect
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -88,10 +89,17 @@ class Reranker(Task):
         if share_prefix is True and not self.runner.manifest.prefix_kv:
             raise ModelDirectoryError(
                 f"share_prefix=True: {self.runner.manifest.root} was exported without prefix inputs (its decoder "
-                "takes no prefix K/V); re-export the checkpoint with this vlrank and prefix_kv=True (vlrank export "
-                "SRC OUT --prefix-kv), or pass share_prefix=None / False to score full prompts",
+                "takes no prefix K/V); re-export the checkpoint with this vlrank (`vlrank export SRC OUT`: rerank "
+                "exports take prefixes by default), or pass share_prefix=None / False to score full prompts",
                 field="share_prefix")
         self.share_prefix = share_prefix
+
+    # The signature help and ``inspect`` show: ``share_prefix`` and then every keyword of Task.__init__, each
+    # keyword-only and typed (``**options`` forwards them unchanged).
+    __init__.__signature__ = inspect.Signature([
+        *list(inspect.signature(Task.__init__).parameters.values())[:2],
+        inspect.Parameter("share_prefix", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="bool | None"),
+        *list(inspect.signature(Task.__init__).parameters.values())[2:]], return_annotation=None)
 
     # ---- public API -------------------------------------------------------------------------------------
     def rerank(self, query: Any, documents: Any, *, top_n: int | None = None, instruction: str | None = None,
