@@ -34,9 +34,10 @@ from vlrank.export.graph import FLOAT, Graph
 from vlrank.export.quantize import Quantization, quantize_channels, quantized_linear
 
 # Bounds on |Δscore| against the golden reference and on the embedding cosine. Measured on these models
-# (docs/precision.md): int8 compute max |Δscore| 4.0e-3, cosine >= 0.9998; int4 + int8 compute 5.9e-2,
-# cosine >= 0.95. The bound for int8 compute on the tiny models is 2e-2.
-INT8_SCORE, INT8_COS = 2e-2, 0.999
+# (52 rerank scores, AMD EPYC AVX2 without VNNI; docs/precision.md): int8 compute max |Δscore| 1.4e-2 (median
+# 6.3e-3), cosine >= 0.99918; int4 + int8 compute 5.9e-2 (median 8.6e-3), cosine >= 0.9539. The issue's
+# bound for int8 compute on the tiny models is 2e-2.
+INT8_SCORE, INT8_COS = 2e-2, 0.998
 INT4_SCORE, INT4_COS = 1e-1, 0.93
 
 _EXPORTS: dict[tuple, Path] = {}
