@@ -210,5 +210,5 @@ def test_cli_precision_int8(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vlrank.cli", "export", str(TEXT_CKPT), str(tmp_path / "bad"),
                           "--task", "rerank", "--precision", "int8", "--quiet"], capture_output=True, text=True,
                          timeout=300)
-    assert bad.returncode == 1 and bad.stdout == "" and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr, bad.stderr  # usage error
     assert "--quantize int8 --precision int8" in bad.stderr and not (tmp_path / "bad").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vlrank.cli.common import add_command, write_json
 
@@ -49,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.export import export
     from vlrank.modeldir import read_manifest
 
+    if args.precision == "int8" and args.quantize is None:
+        # a usage error (exit 2, as argparse's own): the flag needs its companion flag
+        sys.stderr.write("vlrank export: error: --precision int8 multiplies int8 activations by quantized weights: "
+                         "pass --quantize int8 --precision int8 (or --quantize int4), or --precision float32\n")
+        return 2
     dtype = args.dtype or ("float32" if args.precision == "int8" else args.precision)
     out = export(args.src, args.out, task=args.task, dtype=dtype, precision=args.precision,
                  progress=not args.quiet, name=args.name, **_quantize_options(args))
