@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default="0.6b,2b")
     p.add_argument("--candidates", default=",".join(CANDIDATES))
     p.add_argument("--e2e", action="store_true", help="the end-to-end section instead of the GEMMs")
+    p.add_argument("--no-write", action="store_true", help="accepted for symmetry: this bench never writes files")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--docs", type=int, default=16)
     p.add_argument("--doc-tokens", type=int, default=300)
