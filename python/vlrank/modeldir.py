@@ -11,9 +11,13 @@ Fields (format 1):
   family               "qwen3" (text Qwen3-Reranker) | "qwen3_vl" (Qwen3-VL-Reranker / -Embedding)
   task                 "rerank" | "embed"
   dtype                weight storage dtype of the ONNX files ("float32" | "float16" | "bfloat16")
-  precision, provider  compute dtype of the graphs and the provider they are built for ("cpu" | "cuda")
+  precision, provider  compute precision of the graphs and the provider they are built for: "float32"
+                       (cpu), "float16" | "bfloat16" (cuda: half graphs), "int8" (cpu: a float32 graph
+                       whose Linears multiply int8 activations; never a half / CUDA graph)
   quantization         null, or {"scheme": "int8" | "int4", "bits", "block_size", "accuracy_level",
-                       "symmetric": true, "op": "com.microsoft.MatMulNBits"} (export/quantize.py)
+                       "symmetric": true, "op": "com.microsoft.MatMulNBits"} (export/quantize.py); an
+                       int8-compute export adds "compute": "int8", "ops" {"default", "guarded"} and
+                       "guarded" (the Linears kept at per-block activation scales)
   architecture         the checkpoint's architecture class name
   dims                 hidden_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size,
                        deepstack_layers (K of deepstack_embeds; 0 for text), intermediate_size (the MLP
@@ -74,6 +78,16 @@ SPECIAL_TOKEN_TEXT = {
     "image_pad": "<|image_pad|>",
     "video_pad": "<|video_pad|>",
 }
+
+
+#: compute precisions: CPU graphs (float32; int8 = int8 activations in a float32 graph) and CUDA half graphs
+CPU_PRECISIONS = ("float32", "int8")
+HALF_PRECISIONS = ("float16", "bfloat16")
+
+
+def provider_of(precision: str) -> str:
+    """The provider a graph of ``precision`` is built for: "cuda" for the half graphs, else "cpu"."""
+    return "cuda" if precision in HALF_PRECISIONS else "cpu"
 
 
 def token_text(name: str) -> str:
@@ -165,7 +179,7 @@ class Manifest:
     family: str
     task: str
     dtype: str
-    #: compute dtype of the graphs ("float32" | "float16" | "bfloat16") and the provider they are built for
+    #: compute precision ("float32" | "float16" | "bfloat16" | "int8") and the provider it is built for
     precision: str
     provider: str
     dims: Dims
@@ -186,6 +200,11 @@ class Manifest:
     vlrank_version: str = ""
     #: the decoder can run a prompt's suffix against a shared prefix's K/V (``Reranker(share_prefix=...)``)
     prefix_kv: bool = False
+
+    @property
+    def int8_compute(self) -> bool:
+        """An int8-compute export (precision "int8"): a CPU graph, see ``providers_for_precision``."""
+        return self.precision == "int8"
 
     @property
     def has_vision(self) -> bool:
@@ -334,6 +353,12 @@ def _check_consistent(m: Manifest) -> None:
     for key in ("tokenizer", "decoder") + (("vision",) if m.family == "qwen3_vl" else ()):
         if key not in m.files:
             raise ValueError(f"files lacks '{key}'")
+    if m.precision not in CPU_PRECISIONS + HALF_PRECISIONS:
+        raise ValueError(f"precision = {m.precision!r} is not one of {CPU_PRECISIONS + HALF_PRECISIONS}")
+    if m.precision == "int8" and (m.provider != "cpu" or (m.quantization or {}).get("compute") != "int8"):
+        # int8 compute is a CPU graph of integer GEMMs: never to be loaded as a half-precision CUDA graph
+        raise ValueError(f"precision = 'int8' needs provider 'cpu' and quantization.compute 'int8' (found provider "
+                         f"{m.provider!r}, quantization {m.quantization!r})")
     if m.image is not None:
         im = m.image
         if min(im.patch_size, im.spatial_merge_size, im.temporal_patch_size, im.min_pixels) < 1 \
@@ -395,5 +420,6 @@ def _parse(root: Path, data: dict[str, Any]) -> Manifest:
 
 
 __all__ = ["MANIFEST", "FORMAT", "FAMILIES", "TASKS", "DECODER_FILE", "VISION_FILE", "PROMPT_DEFAULTS",
+           "CPU_PRECISIONS", "HALF_PRECISIONS", "provider_of",
            "MAX_LENGTH_DEFAULTS", "SPECIAL_TOKEN_TEXT", "VISION_PROPS", "token_text", "Dims", "Prompt",
            "ImageDefaults", "VisionMeta", "Manifest", "read_manifest"]

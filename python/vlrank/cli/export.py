@@ -1,9 +1,10 @@
-"""``vlrank export SRC OUT [--task rerank|embed] [--precision float32|float16|bfloat16] [--dtype ...]
+"""``vlrank export SRC OUT [--task rerank|embed] [--precision float32|float16|bfloat16|int8] [--dtype ...]
 [--quantize int8|int4 [--block-size N]]``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vlrank.cli.common import add_command, write_json
 
@@ -13,6 +14,7 @@ EXAMPLES = """examples:
   vlrank export Qwen/Qwen3-VL-Reranker-2B out/rr-gpu --precision bfloat16   # half compute, for CUDA
   vlrank export ./my-ckpt out/rr --task rerank --name my-reranker --quiet
   vlrank export ./Qwen3-VL-Reranker-8B out/rr8-int4 --quantize int4   # 8B on a CPU box (docs/precision.md)
+  vlrank export Qwen/Qwen3-Reranker-0.6B out/rr-i8 --quantize int8 --precision int8   # int8 compute, CPU
 """
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,16 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--task", choices=["rerank", "embed"], default=None,
                    help="default: from the checkpoint name (-Reranker / -Embedding)")
-    p.add_argument("--precision", choices=["float32", "float16", "bfloat16"], default="float32",
+    p.add_argument("--precision", choices=["float32", "float16", "bfloat16", "int8"], default="float32",
                    help="compute dtype of the graphs: float32 runs on the CPU (and CUDA); float16 / bfloat16 "
                    "run MatMuls and attention in half precision and load only with CUDA "
-                   "(onnxruntime-gpu). Default float32")
+                   "(onnxruntime-gpu); int8 (with --quantize) multiplies the Linears with int8 activations "
+                   "on the CPU only. Default float32")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="weight storage in the ONNX files; default: the --precision (float32 weights for "
-                   "float32 compute may also be stored as float16 / bfloat16)")
+                   help="weight storage in the ONNX files; default: the --precision (float32 for int8; "
+                   "float32 weights for float32 compute may also be stored as float16 / bfloat16)")
     p.add_argument("--quantize", default=None, metavar="int8|int4",
-                   help="weight-only block quantization of every Linear (com.microsoft.MatMulNBits, float32 "
-                   "compute); default: none. Which to pick: docs/precision.md")
+                   help="block quantization of every Linear (com.microsoft.MatMulNBits: float32 compute, or "
+                   "int8 compute with --precision int8); default: none. Which to pick: docs/precision.md")
     p.add_argument("--block-size", type=int, default=None, metavar="N",
                    help="weights per quantization scale with --quantize: 16, 32, 64, 128 or 256; default 32")
     p.add_argument("--name", default=None, help="model name reported in responses (default: from SRC)")
@@ -50,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from vlrank.export import export
     from vlrank.modeldir import read_manifest
 
-    dtype = args.dtype or args.precision
+    if args.precision == "int8" and args.quantize is None:
+        # a usage error (exit 2, as argparse's own): the flag needs its companion flag
+        sys.stderr.write("vlrank export: error: --precision int8 multiplies int8 activations by quantized weights: "
+                         "pass --quantize int8 --precision int8 (or --quantize int4), or --precision float32\n")
+        return 2
+    dtype = args.dtype or ("float32" if args.precision == "int8" else args.precision)
     out = export(args.src, args.out, task=args.task, dtype=dtype, precision=args.precision,
                  progress=not args.quiet, name=args.name, prefix_kv=args.prefix_kv, **_quantize_options(args))
     m = read_manifest(out)

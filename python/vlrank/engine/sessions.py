@@ -73,13 +73,16 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
 def providers_for_precision(precision: str, providers: str | Sequence[str] | None, *,
                             available: Sequence[str] | None = None) -> list[str]:
     """The providers to run an export of ``precision`` on. float32 graphs run anywhere
-    (``resolve_providers``). A float16 / bfloat16 graph is built for CUDA: with CUDA available it runs on
-    the CUDA EP; without it, or with providers that leave CUDA out, it is refused — ONNX Runtime's CPU EP
-    has no half kernels for most of its ops and would fall back op by op (silently slow and
-    off-reference), so the message names the export to make instead. ``available``: the providers of
+    (``resolve_providers``); int8-compute graphs on the CPU provider only (``_cpu_only``). A float16 /
+    bfloat16 graph is built for CUDA: with CUDA available it runs on the CUDA EP; without it, or with
+    providers that leave CUDA out, it is refused — ONNX Runtime's CPU EP has no half kernels for most of
+    its ops and would fall back op by op (silently slow and off-reference), so the message names the
+    export to make instead. ``available``: the providers of
     this onnxruntime (default: ask it)."""
     if precision == "float32":
         return resolve_providers(providers)
+    if precision == "int8":
+        return _cpu_only(precision, providers)
     have = list(_ort().get_available_providers() if available is None else available)
     remake = ("export a float32 model for the CPU (`vlrank export SRC OUT --precision float32`, or "
               "vlrank.export(..., precision='float32'))")
@@ -98,6 +101,27 @@ def providers_for_precision(precision: str, providers: str | Sequence[str] | Non
             f"this is a {precision} export, built for CUDAExecutionProvider, and this onnxruntime has no CUDA "
             f"(providers: {have}); install onnxruntime-gpu on a CUDA machine, or {remake}", field="model")
     return [CUDA, CPU] if CPU in have else [CUDA]
+
+
+def _cpu_only(precision: str, providers: str | Sequence[str] | None) -> list[str]:
+    """An int8-compute export is a CPU graph: its integer GEMMs (DynamicQuantizeMatMul, MatMulNBits at
+    accuracy level 4) are CPU kernels. It runs on the CPU provider alone; a request naming CUDA (or
+    leaving the CPU out) is refused rather than run silently on the CPU or split across devices."""
+    if providers is None or providers == "auto":
+        return [CPU]
+    if isinstance(providers, str) and providers.lower() in _ALIASES:
+        wanted = _ALIASES[providers.lower()]
+    else:
+        with warnings.catch_warnings():  # only its validation is wanted here, not its CUDA fallback warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            resolve_providers(providers)  # a malformed value raises its own providers error
+        wanted = list(providers)
+    if wanted != [CPU]:
+        raise InvalidInputError(
+            f"providers={providers!r}, but this is an {precision}-compute export, built for the CPU "
+            "(CPUExecutionProvider): pass providers='cpu' (or 'auto'); for a GPU export a float16 / bfloat16 "
+            "model (`vlrank export SRC OUT --precision bfloat16`)", field="providers")
+    return [CPU]
 
 
 def create_session(model_path: str | Path, *, providers: str | Sequence[str] | None = None,

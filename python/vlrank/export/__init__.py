@@ -21,13 +21,15 @@ from pathlib import Path
 
 from vlrank.errors import InvalidInputError, ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint, checkpoint_hash, infer_task, open_checkpoint
-from vlrank.export.decoder import build_decoder, check_precision
+from vlrank.export.decoder import PRECISIONS, build_decoder, check_precision
 from vlrank.export.manifest import export_manifest, special_token_ids
-from vlrank.export.quantize import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, Quantization, check_quantize
+from vlrank.export.quantize import DEFAULT_BLOCK_SIZE, Quantization, check_quantize
 from vlrank.export.vision import build_vision_graph, vision_spec
 from vlrank.modeldir import DECODER_FILE, MANIFEST, TASKS
 
 DTYPES = ("float32", "float16", "bfloat16")
+#: every ``precision=``: the graph dtypes (decoder.PRECISIONS) and int8 compute (export/quantize.py)
+COMPUTE_PRECISIONS = (*PRECISIONS, "int8")
 
 __all__ = ["export", "resolve_checkpoint", "infer_task", "DTYPES", "TASKS"]
 
@@ -77,17 +79,19 @@ class _Progress:
 
 def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dtype: str = "float32",
            precision: str = "float32", quantize: str | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
-           accuracy_level: int = DEFAULT_ACCURACY_LEVEL, progress: bool = True, name: str | None = None,
+           accuracy_level: int | None = None, progress: bool = True, name: str | None = None,
            prefix_kv: bool | None = None) -> Path:
     """Export a Qwen3 / Qwen3-VL checkpoint (directory or hub id) to ``out_dir``; returns ``out_dir``.
 
     ``task``: "rerank" | "embed" (default: from the checkpoint's name). ``dtype``: weight storage of the
     ONNX files ("float32" | "float16" | "bfloat16"). ``precision``: compute dtype — "float32" (the CPU
-    graph, any storage) or "float16" | "bfloat16" (CUDA graphs; ``dtype`` must equal it). The manifest
+    graph, any storage), "float16" | "bfloat16" (CUDA graphs; ``dtype`` must equal it) or "int8" (a CPU
+    graph whose Linears multiply int8 activations; needs ``quantize``, float32 ``dtype``). The manifest
     records both and the provider the graph is meant for ("cpu" | "cuda").
     ``quantize``: "int8" | "int4" — every Linear of the decoder and the vision tower as a block-quantized
     ``com.microsoft.MatMulNBits`` (``block_size`` weights per scale, ``accuracy_level`` 0 = float32
-    compute; export/quantize.py); the manifest records it under ``quantization``.
+    compute, the default for precision "float32"; export/quantize.py), or with precision "int8" the int8
+    kernels export/quantize.py chooses; the manifest records it under ``quantization``.
     ``prefix_kv``: a rerank decoder that also takes / returns a shared prompt prefix's K/V (optional inputs,
     extra outputs; export/decoder.py), so ``Reranker(share_prefix=...)`` runs a call's query once; the
     manifest records it (``decoder.prefix_kv``). None (default): on for rerank exports (the path costs
@@ -96,10 +100,16 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     if prefix_kv is not None and not isinstance(prefix_kv, bool):
         raise InvalidInputError(f"prefix_kv={prefix_kv!r}; pass True, False or None (on for rerank)",
                                 field="prefix_kv")
-    check_precision(precision, dtype)
+    if precision not in COMPUTE_PRECISIONS:
+        raise InvalidInputError(f"precision={precision!r}; pass one of {', '.join(COMPUTE_PRECISIONS)}",
+                                field="precision")
+    # An int8-compute graph is a float32 graph around its integer GEMMs: the builders see float32.
+    graph_precision = "float32" if precision == "int8" else precision
+    check_precision(graph_precision, dtype)
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype={dtype!r}; pass one of {', '.join(DTYPES)}", field="dtype")
-    quant = check_quantize(quantize, block_size=block_size, accuracy_level=accuracy_level, precision=precision)
+    quant = check_quantize(quantize, block_size=block_size, accuracy_level=accuracy_level, precision=precision,
+                           dtype=dtype)
     root = resolve_checkpoint(src)
     _refuse_export_dir(root)
     ckpt = open_checkpoint(root)
@@ -134,14 +144,14 @@ def export(src: str | Path, out_dir: str | Path, *, task: str | None = None, dty
     bar = _Progress(progress and sys.stderr.isatty(), f"export {model_name}")
     files = build_decoder(ckpt, out, task=task, dtype=dtype, yes_id=special["yes"], no_id=special["no"],
                           image_token_id=special.get("image_pad"), deepstack_layers=deepstack,
-                          precision=precision, quant=quant, progress=bar,
+                          precision=graph_precision, quant=quant, progress=bar,
                           video_token_id=special.get("video_pad"), prefix_kv=prefix_kv)
     file_map = {"tokenizer": "tokenizer.json", "decoder": DECODER_FILE}
     if len(files) > 1:
         file_map["decoder_data"] = files[1]
     shutil.copyfile(tokenizer, out / "tokenizer.json")
     if ckpt.family == "qwen3_vl":
-        file_map.update(_export_vision(ckpt, out, dtype, precision, quant))
+        file_map.update(_export_vision(ckpt, out, dtype, graph_precision, quant))
     manifest = export_manifest(out, ckpt, name=model_name, task=task, dtype=dtype, precision=precision,
                                quantization=None if quant is None else quant.manifest(), special=special,
                                files=file_map, vision=vision, source_path=str(root.resolve()),

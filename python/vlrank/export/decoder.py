@@ -50,7 +50,7 @@ import numpy as np
 
 from vlrank.export.checkpoint import Checkpoint, TextConfig
 from vlrank.errors import InvalidInputError
-from vlrank.export.quantize import Quantization, embedding_storage, matmul_nbits
+from vlrank.export.quantize import Quantization, embedding_storage, quantized_linear
 from vlrank.export.graph import BOOL, FLOAT, INT32, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
 from vlrank.modeldir import DECODER_FILE
 
@@ -124,11 +124,12 @@ class DecoderBuilder:
         return self.g.initializer(name, self.ck.tensor(self.prefix + name))
 
     def _matmul(self, x: str, name: str) -> str:
-        """``x`` through the bias-free nn.Linear ``name``: a MatMulNBits on its block-quantized weight
-        (quantized exports), else a MatMul with the weight as (in, out), in the compute dtype."""
+        """``x`` through the bias-free nn.Linear ``name``: the quantized op export/quantize.py picks for it
+        (quantized exports: MatMulNBits, or an int8 kernel with precision "int8"), else a MatMul with the
+        weight as (in, out), in the compute dtype."""
         if self.quant is not None:  # quantized straight from the checkpoint's [out, in] memory map
-            return matmul_nbits(self.g, x, name, self.ck.raw(self.prefix + name + ".weight"), self.quant,
-                                stored=self.ck.info(self.prefix + name + ".weight").dtype)
+            return quantized_linear(self.g, x, name, self.ck.raw(self.prefix + name + ".weight"), self.quant,
+                                    stored=self.ck.info(self.prefix + name + ".weight").dtype)
         w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
         if self.half is not None:  # stored as the compute dtype: the MatMul reads it as is
             return self.g.matmul(x, self.g.initializer(name, np.ascontiguousarray(w.T), elem_type=self.half))

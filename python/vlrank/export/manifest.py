@@ -24,6 +24,7 @@ from vlrank.modeldir import (
     Manifest,
     Prompt,
     VisionMeta,
+    provider_of,
 )
 from vlrank.version import __version__
 
@@ -73,7 +74,7 @@ def export_manifest(out: Path, ckpt: Checkpoint, *, name: str, task: str, dtype:
         task=task,
         dtype=dtype,
         precision=precision,
-        provider="cpu" if precision == "float32" else "cuda",
+        provider=provider_of(precision),
         quantization=quantization,
         architecture=ckpt.architecture,
         vlrank_version=__version__,

@@ -20,8 +20,9 @@ Precision (``precision``): "float32" computes everything in float32 (the CPU gra
 "bfloat16" (CUDA graphs) run the block MatMuls and the attention in that dtype, with weights stored in it;
 LayerNorm, biases, activations, the residual stream, the patch / position embeddings and both outputs
 stay float32 (the outputs feed the decoder's float32 inputs). Quantized exports (``quant``): every block
-and merger Linear is a ``com.microsoft.MatMulNBits`` (export/quantize.py) computing in float32; the
-patch embedding (a Conv3d) and the position table stay in the storage dtype.
+and merger Linear is a ``com.microsoft.MatMulNBits`` (export/quantize.py) computing in float32, or with
+int8 compute the int8 kernel export/quantize.py picks per Linear; the patch embedding (a Conv3d) and
+the position table stay in the storage dtype.
 
 Where the graph keeps its hyper-parameters: the model's ``metadata_props`` (``vlrank.vision.*``), so the
 runtime computes its rope tables with the numbers the graph was built for, without a second config file.
@@ -38,7 +39,7 @@ import onnx
 from vlrank.errors import ModelDirectoryError
 from vlrank.export.checkpoint import Checkpoint
 from vlrank.export.decoder import check_precision
-from vlrank.export.quantize import Quantization, matmul_nbits
+from vlrank.export.quantize import Quantization, quantized_linear
 from vlrank.export.graph import FLOAT, INT64, MS_DOMAIN, STORAGE_TYPES, Graph
 from vlrank.modeldir import VISION_FILE, VISION_PROPS, VisionMeta
 _LN_EPS = 1e-6  # hard-coded in transformers' Qwen3-VL vision blocks and mergers
@@ -134,11 +135,12 @@ class VisionBuilder:
 
     def _linear(self, x: str, name: str) -> str:
         """nn.Linear with bias: x @ W.T + b. The MatMul runs in the compute dtype (``x`` may already be
-        in it); its output returns to float32 before the float32 bias is added. Quantized exports: one
-        MatMulNBits on the block-quantized weight (float32 compute), then the same float32 bias."""
+        in it); its output returns to float32 before the float32 bias is added. Quantized exports: the op
+        export/quantize.py picks (MatMulNBits, or an int8 kernel with precision "int8"), then the same
+        float32 bias."""
         if self.quant is not None:
             key = self.prefix + name + ".weight"
-            y = matmul_nbits(self.g, x, name, self.ck.raw(key), self.quant, stored=self.ck.info(key).dtype)
+            y = quantized_linear(self.g, x, name, self.ck.raw(key), self.quant, stored=self.ck.info(key).dtype)
             return self.g.add(y, self._f32_tensor(name + ".bias"))
         w = self.ck.tensor(self.prefix + name + ".weight", self.storage)
         if self.half is not None:
