@@ -278,7 +278,7 @@ def test_share_prefix_must_be_none_or_a_bool() -> None:
 def test_an_old_directory_runs_full_prompts_and_refuses_true(tmp_path: Path, kind: str) -> None:
     """A plain export (no prefix inputs) and one whose manifest predates the field."""
     old = tmp_path / "old"
-    shutil.copytree(exported(TEXT_CKPT, "rerank"), old)
+    export(TEXT_CKPT, old, task="rerank", prefix_kv=False, progress=False)
     if kind == "before-round-5":
         data = json.loads((old / MANIFEST).read_text())
         del data["decoder"]["prefix_kv"]
@@ -301,7 +301,10 @@ def test_an_old_directory_runs_full_prompts_and_refuses_true(tmp_path: Path, kin
 def test_the_manifest_records_prefix_reuse_and_the_plain_graph_is_unchanged(tmp_path: Path) -> None:
     assert read_manifest(prefix_export(TEXT_CKPT)).prefix_kv is True
     assert read_manifest(prefix_export(VL_CKPT)).prefix_kv is True
-    assert read_manifest(exported(VL_CKPT, "rerank")).prefix_kv is False
+    assert read_manifest(exported(VL_CKPT, "rerank")).prefix_kv is True  # the default for rerank exports
+    assert read_manifest(exported(VL_CKPT, "embed")).prefix_kv is False
+    plain = export(VL_CKPT, tmp_path / "plain", task="rerank", prefix_kv=False, progress=False)
+    assert read_manifest(plain).prefix_kv is False
     sess = model(TEXT_CKPT, False).runner.session
     names = [o.name for o in sess.get_outputs()]
     layers = (len(names) - 1) // 2
