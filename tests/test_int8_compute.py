@@ -212,3 +212,18 @@ def test_cli_precision_int8(tmp_path):
                          timeout=300)
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr, bad.stderr  # usage error
     assert "--quantize int8 --precision int8" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_first_use_export_takes_int8_compute(tmp_path, monkeypatch):
+    """A raw checkpoint given to Reranker with precision="int8" is exported once as int8 compute (the export
+    cache's options), scores like a direct int8-compute export; without quantize it is a typed error."""
+    monkeypatch.setenv("VLRANK_CACHE", str(tmp_path / "cache"))
+    rr = vlrank.Reranker(TEXT_CKPT, precision="int8", quantize="int8", providers="cpu")
+    assert rr.runner.manifest.precision == "int8" and rr.runner.manifest.quantization["compute"] == "int8"
+    direct = vlrank.Reranker(vlrank.export(TEXT_CKPT, tmp_path / "direct", task="rerank", precision="int8",
+                                           quantize="int8", progress=False), providers="cpu")
+    call = {"query": "What is the capital of France?", "documents": ["Paris", "Berlin", "a cat"]}
+    assert rr.rerank(**call)["results"] == direct.rerank(**call)["results"]
+    with pytest.raises(InvalidInputError) as err:
+        vlrank.Reranker(TEXT_CKPT, precision="int8", providers="cpu")
+    assert err.value.field == "quantize" and "quantize='int8'" in str(err.value)

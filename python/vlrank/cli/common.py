@@ -87,10 +87,11 @@ def add_export_flags(p: argparse.ArgumentParser) -> None:
     directory is used as it is."""
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="first-use export: weight storage (default: the --precision)")
-    p.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="first-use export: compute dtype (float32 for CPU; float16 / bfloat16 for CUDA)")
+    p.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16", "int8"],
+                   help="first-use export: compute dtype (float32 for CPU; float16 / bfloat16 for CUDA; int8: CPU "
+                   "int8 activations, with --quantize)")
     p.add_argument("--quantize", default=None, choices=["int8", "int4"],
-                   help="first-use export: block-quantized weights (float32 compute)")
+                   help="first-use export: block-quantized weights (float32 compute unless --precision int8)")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -35,15 +35,20 @@ class ExportOptions:
     quantize: str | None = None
 
     def __post_init__(self) -> None:
-        for value, fld, allowed in ((self.dtype, "dtype", (None, *_DTYPES)), (self.precision, "precision", _DTYPES),
+        for value, fld, allowed in ((self.dtype, "dtype", (None, *_DTYPES)),
+                                    (self.precision, "precision", (*_DTYPES, "int8")),
                                     (self.quantize, "quantize", (None, "int8", "int4"))):
             if value not in allowed:
                 shown = ", ".join(repr(a) for a in allowed)
                 raise InvalidInputError(f"{fld}={value!r}; pass one of {shown}", field=fld)
+        if self.precision == "int8" and self.quantize is None:
+            raise InvalidInputError("precision='int8' multiplies int8 activations by quantized weights; pass "
+                                    "quantize='int8' (or 'int4') with it", field="quantize")
 
     @property
     def storage(self) -> str:
-        return self.dtype or self.precision
+        # int8 compute is a float32 graph around its integer GEMMs (export/quantize.py): float32 storage
+        return self.dtype or ("float32" if self.precision == "int8" else self.precision)
 
     def key(self) -> str:
         """The options' part of a cache key: stable text, so equal options share one export."""
