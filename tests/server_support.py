@@ -19,13 +19,13 @@ class LiveServer:
         self.wait_ready = wait_ready
         # uvicorn binds port 0 itself: a socket handed in via sockets=[...] is accepted from without
         # TCP_NODELAY, which adds a ~40 ms delayed-ACK stall to every response.
-        from vlrank.server import uvicorn_options
+        from vlrank.server import DrainingServer, uvicorn_options
 
         # The same connection protocol, timeouts and shutdown drain as `vlrank serve`.
         options = uvicorn_options(app, app.state.vlrank.settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", backlog=2048,
                                 **options)
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config)
         self.port = 0
         self.url = ""
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -266,9 +266,11 @@ def test_documents_container_errors() -> None:
 
 def test_ten_thousand_documents_quickly() -> None:
     docs = [f"document number {i}" if i % 2 else {"text": f"doc {i}"} for i in range(10_000)]
-    t0 = time.perf_counter()
+    # CPU time of this thread (text parsing starts no other): what the parse costs, not how long a loaded machine
+    # kept it waiting for a core (wall clock failed at 1.29 s under load on the shared 2-core box).
+    t0 = time.thread_time()
     parsed = parse_documents(docs, policy=POL)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.thread_time() - t0
     assert len(parsed) == 10_000 and parsed[9_999].texts == ("document number 9999",)
     assert elapsed < 1.0, elapsed
     _expect(InvalidInputError, "documents", lambda: parse_documents(["x"] * 10_001, policy=POL), "10000")
@@ -325,7 +327,9 @@ def test_remote_images_fetched_concurrently_in_order(slow_server: str) -> None:
     parsed = parse_documents(docs, policy=pol)
     elapsed = time.perf_counter() - t0
     assert [p.images[0].data for p in parsed] == [PNG if i % 2 else GRAY for i in range(8)]
-    assert elapsed < 8 * 0.3 * 0.6, elapsed  # serial would take 2.4 s
+    # Serial fetches take 8 x 0.3 s = 2.4 s at least, on any machine (the origin sleeps); below 2.4 s at least two
+    # ran at once. 0.9 of it leaves a loaded machine room for its thread overhead.
+    assert elapsed < 8 * 0.3 * 0.9, elapsed
     # the default policy refuses them all, naming the first offending field
     _expect(ImageFetchError, "documents[0].content[0].image_url.url", lambda: parse_documents(docs, policy=POL),
             "loopback")

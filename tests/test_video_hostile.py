@@ -2,7 +2,7 @@
 a wall-clock bound, and every number a request carries is range-checked before anything converts it.
 
 Through the library (the tiny VL reranker) and a real `vlrank` server on 127.0.0.1 (tests/server_fixtures.py):
-an SDP text and an ffconcat list are 400s naming the field within a second (nothing binds a port or opens a
+an SDP text and an ffconcat list are 400s naming the field at once (nothing binds a port or opens a
 file, and a missing path reads exactly like an existing one); the 310-digit / 2**64 / 2**64-1 / NaN numbers are
 400s whose param names the option; MP4 / WebM / MKV / AVI / MPEG-TS / GIF still decode. A hypothesis fuzz of
 the video part (bytes behind valid and invalid magic, mutated real files, random options) ends in typed errors
@@ -38,6 +38,10 @@ from vlrank.inputs.video_sources import OPTION_RANGES
 
 CLIP = GOLDEN / "videos" / "clip_3s_10fps_128x96.mp4"
 WEBM = GOLDEN / "videos" / "clip_2s_15fps_160x120.webm"
+# "At once" for a refusal: an SDP text handed to FFmpeg binds its UDP port and waits ~10 s (the issue measured it);
+# a refusal from the sniffed bytes takes milliseconds. 3 s keeps the two apart with room for the delays of a loaded
+# 2-core machine.
+AT_ONCE_S = 3.0
 SDP = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\n"
        b"a=rtpmap:96 H264/90000\r\n")
 FIELD = "documents[1].content[0].video_url.url"
@@ -120,7 +124,7 @@ def test_every_accepted_container_decodes_with_its_named_demuxer(fmt, codec, pix
 def test_what_is_no_video_container_is_refused_before_any_demuxer(rr, name, data) -> None:
     t = time.perf_counter()
     err = _raises(VideoDecodeError, FIELD, lambda: rr.rerank("q", _docs(_part(data))), ACCEPTED_CONTAINERS)
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < AT_ONCE_S
     assert "not a readable video" in str(err)
     # the same refusal in the library's own reader (bytes and a local file alike)
     with pytest.raises(VideoDecodeError, match="accepted containers"):
@@ -131,7 +135,7 @@ def test_an_sdp_data_url_is_a_400_at_once_in_the_library(rr) -> None:
     t = time.perf_counter()
     _raises(InvalidInputError, FIELD, lambda: rr.rerank("q", _docs(_part(SDP, "application/sdp"))), "not a video")
     _raises(VideoDecodeError, FIELD, lambda: rr.rerank("q", _docs(_part(SDP))), "accepted containers")
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < AT_ONCE_S
 
 
 def test_a_local_ffconcat_list_opens_nothing_and_says_nothing_about_paths(tmp_path: Path) -> None:
@@ -163,7 +167,7 @@ def test_a_bmff_prefix_does_not_smuggle_a_playlist() -> None:
         t = time.perf_counter()
         with pytest.raises(VideoDecodeError, match="MP4/MOV"):
             decode_all(data)
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < AT_ONCE_S
 
 
 def test_an_audio_file_is_named_as_such() -> None:
@@ -178,7 +182,9 @@ def test_decoding_past_the_time_bound_is_a_typed_error_saying_what_to_pass() -> 
     t = time.perf_counter()
     err = _raises(VideoTooLongError, "v", lambda: decode_frames(data, [0, 199], name="v", max_seconds=0.001),
                   "time bound", "max_seconds", "frame list")
-    assert time.perf_counter() - t < 0.5
+    # The error proves the bound fired (a whole decode of these 200 tiny frames takes ~30 ms, so no time bound could
+    # tell it from a cut one); the wall clock guards against a hang, with a loaded machine's room.
+    assert time.perf_counter() - t < AT_ONCE_S
     assert isinstance(err, VideoDecodeError) and isinstance(err, InvalidInputError)
     with pytest.raises(VideoTooLongError):
         probe(data, max_seconds=1e-9)
@@ -228,7 +234,7 @@ def test_server_refuses_sdp_and_ffconcat_as_400s_at_once(client) -> None:
     for part in cases:
         t = time.perf_counter()
         r = _post(client, {"model": VL_RERANK, "query": "q", "documents": ["a text document", {"content": [part]}]})
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < AT_ONCE_S
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["param"] == FIELD and err["type"] == "invalid_request_error"

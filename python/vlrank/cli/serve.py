@@ -150,7 +150,8 @@ def _pairs(values: list[str], *, flag: str, example: str) -> list[tuple[str, str
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from vlrank.server import ServerSettings, api_key_from_env, create_app, spec_from_path, uvicorn_options
+    from vlrank.server import (DrainingServer, ServerSettings, api_key_from_env, create_app, spec_from_path,
+                               uvicorn_options)
     from vlrank.server.models import LoadOptions, ModelSpec
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
               f"({', '.join(specs)}); pass one of them", file=sys.stderr)
         return 2
     failed: list[str] = []
-    server: uvicorn.Server | None = None
+    server: DrainingServer | None = None
 
     def stop_on_failure(name: str, spec: ModelSpec) -> ModelSpec:
         # A model that cannot load would leave a process answering 503 forever: say why in one line and stop
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             **uvicorn_options(app, settings))
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C / SIGINT it drained on: a clean stop (as uvicorn.run)

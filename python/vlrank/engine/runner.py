@@ -206,9 +206,7 @@ class ModelRunner:
                 feeds["deepstack_embeds"] = np.zeros((self.deepstack, 0, self.hidden), np.float32)
         out = self.session.run(outputs, feeds)
         if not all(np.all(np.isfinite(o)) for o in out):
-            raise RuntimeUnavailableError(
-                "the model produced non-finite outputs (NaN/inf); the exported weights may be corrupt — "
-                "re-export the model", field="model")
+            raise non_finite_error(dtype=self.manifest.dtype, precision=self.manifest.precision)
         return out
 
     def _within_budget(self, plan: list[list[int]], rows: list[Row]) -> list[list[int]]:
@@ -235,4 +233,25 @@ class ModelRunner:
         return np.broadcast_to(np.arange(len(row.ids), dtype=np.int64), (3, len(row.ids))).copy()
 
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_BATCH_SIZE", "Row", "ModelRunner"]
+FLOAT16_MAX = 65504.0
+
+
+def non_finite_error(*, dtype: str, precision: str) -> RuntimeUnavailableError:
+    """The error for NaN / inf outputs, naming the likely cause for the export's ``dtype`` (weight storage) and
+    ``precision`` (compute). float16's range ends at 65,504: float16 compute overflows on large activations
+    (Qwen3's hidden states have outliers far beyond it), float16 storage turns any larger weight into inf; bfloat16
+    has float32's range at the same size. Only a float32 / bfloat16 export points at damaged weights."""
+    head = "the model produced non-finite outputs (NaN/inf)"
+    if precision == "float16":
+        return RuntimeUnavailableError(
+            f"{head}: with float16 compute, activations above {FLOAT16_MAX:g} overflow (Qwen3's large hidden-state "
+            "values do); export the checkpoint with precision='bfloat16' (same memory, float32's range, CUDA) or "
+            "precision='float32'", field="model")
+    if dtype == "float16":
+        return RuntimeUnavailableError(
+            f"{head}: the weights are stored as float16, where a value beyond {FLOAT16_MAX:g} becomes inf; export "
+            "the checkpoint with dtype='bfloat16' or dtype='float32'", field="model")
+    return RuntimeUnavailableError(f"{head}; the exported weights may be corrupt — re-export the model", field="model")
+
+
+__all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_BATCH_SIZE", "Row", "ModelRunner", "non_finite_error"]

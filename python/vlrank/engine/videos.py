@@ -23,6 +23,8 @@ video of the call: the key is the content digest and the options.
 from __future__ import annotations
 
 import hashlib
+import weakref
+
 import numpy as np
 
 from vlrank import _native
@@ -40,13 +42,25 @@ DECODE_PEAK = 2.5
 
 
 class VideoPair(PreparedImage):
-    """One frame pair of a video: an image-like vision window whose pixels its video decodes."""
+    """One frame pair of a video: an image-like vision window whose pixels its video decodes.
 
-    __slots__ = ("video",)
+    A pair refers to its video weakly. The video holds its pairs, so a strong reference back was a cycle: every
+    pair's pixel rows (and the video's bytes) stayed alive after the call until Python's cyclic collector ran,
+    and RSS grew ~190 MB per call of four images and a 24 s clip (docs/notes.md, Round 5 — h3). While a pair can
+    still be decoded, the call's ImageBatch holds its video."""
+
+    __slots__ = ("_video",)
 
     def __init__(self, *, video: PreparedVideo, **kw) -> None:
         super().__init__(**kw)
-        self.video = video
+        self._video = weakref.ref(video)
+
+    @property
+    def video(self) -> PreparedVideo:
+        video = self._video()
+        if video is None:  # decoded by another call's ImageBatch than the one that planned it: a bug, not input
+            raise RuntimeError(f"{self.origin}: its video plan is gone; decode a call's windows with its own ImageBatch")
+        return video
 
 
 def video_key(v: VideoInput) -> str:

@@ -230,7 +230,8 @@ class ScoreRequest(BaseModel):
     max_tokens_per_query: StrictPositive | None = Field(default=None, description=_CAP_QUERY + " (text_1)")
     truncate_prompt_tokens: PromptTokens | None = Field(
         default=None,
-        description="accepted for compatibility and not applied (pairs keep the model's max_length)")
+        description="-1 or at least the model's max_length: accepted, changes nothing (pairs are cut at max_length); "
+                    "smaller: 400 (vlrank does not cut a pair's prompt; use max_tokens_per_doc / max_tokens_per_query)")
     user: StrictStr | None = Field(default=None, description="accepted for compatibility; ignored")
 
 

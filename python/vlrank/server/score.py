@@ -70,10 +70,25 @@ def pair_fields(text_1: str | list[str], text_2: str | list[str]) -> Callable[[i
     return rename
 
 
+def check_truncate_prompt_tokens(value: int | None, *, max_length: int) -> None:
+    """vLLM's ``truncate_prompt_tokens`` cuts a pair's joined prompt to its first N tokens; for a Qwen3 reranker that
+    cuts the end of the template, where the score is read. vlrank does not cut there: it takes -1 (vLLM: the whole
+    context) and any N >= the model's ``max_length`` (pairs are at most that long already, so it changes nothing)
+    and refuses a smaller N, pointing at the per-text caps that do apply."""
+    if value is None or value == -1 or value >= max_length:
+        return
+    raise ApiError(400, f"truncate_prompt_tokens={value} is below this model's max_length of {max_length} tokens; "
+                        "vlrank never cuts a pair's prompt (its end holds the tokens the score is read from): pass "
+                        "max_tokens_per_doc / max_tokens_per_query to cap each text, or -1 / no "
+                        "truncate_prompt_tokens", param="truncate_prompt_tokens", code="invalid_value")
+
+
 def add_routes(app: FastAPI, state: ServerState, *, auth: dict[str, Any]) -> None:
     """Register ``POST /score`` and ``POST /v1/score`` on ``app``."""
 
     async def score(body: ScoreRequest, request: Request) -> Response:
+        check_truncate_prompt_tokens(body.truncate_prompt_tokens,
+                                     max_length=state.model(body.model, RERANK).engine.model.max_length)
         calls = [{"query": q, "documents": d, "top_n": None, "instruction": None, "return_documents": False,
                   "raw_scores": body.raw_scores, "max_tokens_per_doc": body.max_tokens_per_doc,
                   "max_tokens_per_query": body.max_tokens_per_query} for q, d in pairs(body.text_1, body.text_2)]
