@@ -13,6 +13,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from drain_support import Outcome, connect, exchange, load_across_sigterm, read_response, request_bytes, start_serve
 from server_fixtures import TEXT_RERANK, exported_models, library, make_facades, without_id  # noqa: F401 - fixtures
 from server_support import LiveServer
@@ -135,5 +137,10 @@ def test_connections_waiting_in_the_accept_queue_are_taken_over(exported_models,
     expected = without_id(library[TEXT_RERANK].rerank(BODY["query"], BODY["documents"]))
     for outcome in answers:
         assert outcome.kind == "answer" and outcome.status == 200, (outcome.reason, outcome.body)
-        assert without_id(json.loads(outcome.body)) == expected
+        got = without_id(json.loads(outcome.body))
+        # Requests batched together may share their prompt prefix in one run (engine/prefix.py): the same
+        # scores within float rounding, not bit for bit.
+        assert [r["index"] for r in got["results"]] == [r["index"] for r in expected["results"]]
+        assert got == {**expected, "results": [
+            {**r, "relevance_score": pytest.approx(r["relevance_score"], abs=1e-6)} for r in expected["results"]]}
 
