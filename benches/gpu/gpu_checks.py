@@ -8,6 +8,9 @@
                 layers), vlrank at --precision vs (with --reference-python) transformers bf16 + SDPA
     memory      one pair of --tokens tokens: device memory above the loaded model (GPU: nvidia-smi
                 sampled during the call; CPU: the RSS high-water mark) and seconds
+    prefix      the shared prompt prefix (issue 24): one call, a query image + question against --docs text
+                documents of ~--doc-tokens tokens, share_prefix=False vs True on the same export: p50 of each
+                and max |Δscore| between them, which must be <= --tolerance
 
 ``--provider cpu`` runs every check on ONNX Runtime's CPU EP with float32 exports (the script's own test,
 tests/test_gpu_script.py, does this with tiny shapes); ``cuda`` requires CUDAExecutionProvider.
@@ -155,6 +158,31 @@ def throughput(args: argparse.Namespace) -> dict:
     return out
 
 
+def prefix(args: argparse.Namespace) -> dict:
+    providers = _providers(args.provider)
+    work = Path(args.workdir)
+    ckpt = checkpoint(work, full_depth=args.full_depth, tiny=args.tiny)
+    model = exported_model(work, ckpt, args.precision)  # rerank exports take prefix K/V by default
+    image = make_images(work / "images", 1)[0]
+    query = {"content": [{"type": "image_url", "image_url": {"url": str(image)}},
+                         {"type": "text", "text": "What does this figure show?"}]}
+    docs = [document_of(args.doc_tokens + (i % 7) * 10, ckpt / "tokenizer.json") for i in range(args.docs)]
+    out: dict = {"provider": args.provider, "precision": args.precision, "docs": args.docs,
+                 "doc_tokens": args.doc_tokens, "tolerance": args.tolerance}
+    scores = {}
+    for mode, share in (("off", False), ("on", True)):
+        rr = vlrank.Reranker(model, providers=providers, max_pixels=args.max_pixels, share_prefix=share)
+        seconds = _timed_calls(lambda r=rr: r.rerank(query, docs), args.repeats)
+        result = rr.rerank(query, docs)
+        scores[mode] = {r["index"]: r["relevance_score"] for r in result["results"]}
+        p50 = statistics.median(seconds)
+        out[mode] = {"p50_s": p50, "docs_per_s": len(docs) / p50}
+        out["tokens"] = result["usage"]["prompt_tokens"]
+    delta = max(abs(scores["off"][i] - scores["on"][i]) for i in scores["off"])
+    out.update(max_abs_delta=delta, speedup=out["off"]["p50_s"] / out["on"]["p50_s"], passed=delta <= args.tolerance)
+    return out
+
+
 class _GpuSampler:
     """The device's used memory (MiB, nvidia-smi) sampled every 50 ms on a thread; ``peak`` the largest."""
 
@@ -218,7 +246,7 @@ def memory(args: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=["golden", "throughput", "memory"])
+    ap.add_argument("check", choices=["golden", "throughput", "memory", "prefix"])
     ap.add_argument("--provider", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--workdir", default="/tmp/vlrank-gpu")
     ap.add_argument("--precisions", default="float16,bfloat16", help="golden: exports to check")
@@ -235,7 +263,7 @@ def main() -> int:
     ap.add_argument("--reference-python", default=None, help="a Python with torch (CUDA) + transformers")
     args = ap.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    result = {"golden": golden, "throughput": throughput, "memory": memory}[args.check](args)
+    result = {"golden": golden, "throughput": throughput, "memory": memory, "prefix": prefix}[args.check](args)
     print(json.dumps(result))
     return 0 if result.get("passed", True) else 1
 

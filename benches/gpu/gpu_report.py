@@ -48,6 +48,12 @@ def report(results: list[dict], *, mode: str, elapsed: int) -> str:
         what = "GPU memory" if key.startswith("gpu") else "RSS"
         lines.append(f"One pair of {m['tokens']} tokens: {what} above the loaded model {m[key]:.0f} MiB "
                      f"(vlrank's budget estimate {m['estimate_mib']:.0f} MiB), {m['seconds']:.2f} s.")
+    x = by.get("prefix")
+    if x:
+        lines += ["", f"Shared prompt prefix ({x['precision']}): a query image + question against {x['docs']} text "
+                  f"documents of ~{x['doc_tokens']} tokens ({x['tokens']} prompt tokens): share_prefix off "
+                  f"{_rate(x['off'])}, on {_rate(x['on'])} ({x['speedup']:.2f}x); max abs delta {x['max_abs_delta']:.1e} "
+                  f"(tolerance {x['tolerance']:g}, {'passed' if x['passed'] else '**failed**'})."]
     lines += ["", f"Run {time.strftime('%Y-%m-%d')}; steps: "
               + ", ".join(f"{r['check']} {r['elapsed_s']} s" for r in results) + "."]
     return "\n".join(lines)

@@ -4,6 +4,8 @@
 #   2. docs/s and p50 for 100 documents of ~500 tokens and for 16 image documents on a full-depth
 #      Qwen3-VL-2B-shaped random checkpoint (bfloat16), vs transformers bf16 + SDPA on the same GPU
 #   3. GPU memory above the loaded model for one 32k-token pair
+#   4. the shared prompt prefix: a query image against 16 text documents, share_prefix off vs on (same scores
+#      within the tolerance; the speed-up)
 # It fails (exit 2) when no CUDA is present. --cpu runs the same checks on ONNX Runtime's CPU EP with
 # float32 exports and tiny shapes: what tests/test_gpu_script.py runs on machines without a GPU.
 #
@@ -42,11 +44,13 @@ if [ "$MODE" = cuda ]; then
   SIZE_ARGS=(--full-depth --precision bfloat16)
   THROUGHPUT_ARGS=(--docs 100 --doc-tokens 500 --image-docs 16 --repeats 5)
   MEMORY_ARGS=(--tokens 32768)
+  PREFIX_ARGS=(--docs 16 --doc-tokens 150 --max-pixels 1310720 --repeats 5 --tolerance 1e-2)
 else
   GOLDEN_ARGS=(--precisions float32 --tolerance 1e-3)
   SIZE_ARGS=(--tiny --precision float32)
   THROUGHPUT_ARGS=(--docs 6 --doc-tokens 60 --image-docs 2 --repeats 1)
   MEMORY_ARGS=(--tokens 1024)
+  PREFIX_ARGS=(--docs 3 --doc-tokens 40 --repeats 1 --tolerance 1e-4)
 fi
 REF_ARGS=()
 [ -n "$REF" ] && REF_ARGS=(--reference-python "$REF")
@@ -68,6 +72,7 @@ step() {  # step NAME ARGS...: one gpu_checks.py check; its JSON line goes to re
 step golden golden "${GOLDEN_ARGS[@]}"
 step throughput throughput "${SIZE_ARGS[@]}" "${THROUGHPUT_ARGS[@]}" "${REF_ARGS[@]}"
 step memory memory "${SIZE_ARGS[@]}" "${MEMORY_ARGS[@]}"
+step prefix prefix "${SIZE_ARGS[@]}" "${PREFIX_ARGS[@]}"
 ELAPSED=$(( $(date +%s) - START ))
 "$PY" "$HERE/gpu_report.py" "$RESULTS" --mode "$MODE" --elapsed "$ELAPSED" $WRITE
 if [ "$MODE" = cuda ] && [ "$ELAPSED" -gt 480 ]; then
