@@ -39,7 +39,7 @@ def test_cpu_mode_runs_every_check(tmp_path: Path) -> None:
     run = _run("--cpu", "--workdir", str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     by = {r["check"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
-    assert set(by) == {"golden", "throughput", "memory"}
+    assert set(by) == {"golden", "throughput", "memory", "prefix"}
     golden = by["golden"]
     assert golden["passed"] and golden["provider"] == "cpu"
     f32 = golden["precisions"]["float32"]
@@ -49,5 +49,7 @@ def test_cpu_mode_runs_every_check(tmp_path: Path) -> None:
     assert tp["vlrank"]["text"]["tokens"] > 60
     mem = by["memory"]
     assert mem["tokens"] > 900 and mem["rss_mib_above_loaded"] >= 0 and mem["estimate_mib"] > 0
-    assert "## bench_gpu" in run.stdout and "float32 export on cpu" in run.stdout
+    prefix = by["prefix"]
+    assert prefix["passed"] and prefix["max_abs_delta"] <= 1e-4 and prefix["on"]["docs_per_s"] > 0
+    assert "## bench_gpu" in run.stdout and "Shared prompt prefix" in run.stdout and "float32 export on cpu" in run.stdout
     assert (REPO / "benches" / "RESULTS.md").read_text() == results_md  # a CPU run writes no GPU numbers
