@@ -196,7 +196,9 @@ class ModelRunner:
     def _session_run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, images: list, image_batch,
                      outputs: list[str], extra: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         """One session run: the feeds (image features of ``images`` for Qwen3-VL, empty when none), the
-        ``outputs`` asked for, each checked finite (corrupt weights fail loudly, not as scores)."""
+        ``outputs`` asked for. The task head is checked finite (corrupt weights fail loudly, not as scores); a
+        prefix pass's K/V is not scanned (hundreds of MB at real widths): a non-finite key or value reaches
+        every suffix's head, where the check catches it."""
         feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **(extra or {})}
         if self.family == "qwen3_vl":
             if images:
@@ -205,7 +207,7 @@ class ModelRunner:
                 feeds["image_embeds"] = np.zeros((0, self.hidden), np.float32)
                 feeds["deepstack_embeds"] = np.zeros((self.deepstack, 0, self.hidden), np.float32)
         out = self.session.run(outputs, feeds)
-        if not all(np.all(np.isfinite(o)) for o in out):
+        if not all(np.all(np.isfinite(o)) for name, o in zip(outputs, out) if name == self.output):
             raise non_finite_error(dtype=self.manifest.dtype, precision=self.manifest.precision)
         return out
 
