@@ -165,7 +165,7 @@ def main() -> int:
              else "tiny golden checkpoints: a smoke run only")
     md = "\n".join([
         "## Shared prompt prefix (benches/bench_shared_prefix.py)", "",
-        f"Models: {depth}; token counts x{args.scale}. transformers column: not run (no torch venv here). "
+        f"Models: {depth}; token counts x{args.scale}. transformers column: not in this bench (bench_vl_rerank.py times transformers on the shared-query-image scenario). "
         + benchlib.machine_line(info, load_start, benchlib.load_average()), "",
         "| case | tokens (full prompts) | off docs/s | on docs/s | speed-up | off peak | on peak | max |Δ score| |",
         "|---|---:|---:|---:|---:|---:|---:|---:|", *rows])
