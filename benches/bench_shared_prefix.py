@@ -11,8 +11,8 @@ Models (``--size``): ``real`` = random checkpoints (vlrank.synthetic) at the rea
 hidden 2048, 16 / 8 heads, head_dim 128, FFN 6144, vision 1024 wide (DeepStack after 3 blocks);
 Qwen3-Reranker-0.6B hidden 1024, FFN 3072 — cut to ``--layers`` text (default 4) / ``--vision-layers``
 (default 6) layers (decoder costs scale linearly with depth); ``tiny`` = the golden tiny checkpoints at
-small sizes (a smoke run: the numbers say nothing). The transformers column is left out: this machine has
-no torch venv. Each (case, mode) runs in its own process; the peak is the resident high-water mark of the
+small sizes (a smoke run: the numbers say nothing). The transformers column is not here yet (bench_vl_rerank.py
+times transformers on the shared-query-image scenario). Each (case, mode) runs in its own process; the peak is the resident high-water mark of the
 timed call above the loaded model.
 
     python benches/bench_shared_prefix.py [--size tiny|real] [--layers 4] [--vision-layers 6]
